@@ -1,0 +1,121 @@
+"""One cited digest per story: the model's draft, and what the service publishes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.extraction import PromptProvenance
+from schemas.sentiment import SentimentLabel
+
+FACT_ID_PATTERN = r"^A\d+\.F\d+$"
+
+
+class StatementDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=500)
+    facts: list[str] = Field(min_length=1, max_length=6, description="Fact ids like A2.F3 that support it.")
+
+
+class PositionDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    says: str = Field(min_length=1, max_length=300, description="What this side reports.")
+    facts: list[str] = Field(min_length=1, max_length=4)
+
+
+class DisagreementDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(min_length=1, max_length=200)
+    positions: list[PositionDraft] = Field(min_length=2, max_length=4)
+
+
+class DigestDraft(BaseModel):
+    """The digest prompt's output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    headline: str = Field(min_length=1, max_length=200)
+    statements: list[StatementDraft] = Field(min_length=1, max_length=10)
+    disagreements: list[DisagreementDraft] = Field(default_factory=list, max_length=6)
+
+
+class Citation(BaseModel):
+    """Where a statement comes from: outlet, date and the journalist's exact sentence."""
+
+    fact_id: str
+    article_id: str | None = None
+    outlet: str
+    published_at: datetime | None = None
+    url: str | None = None
+    sentence: int
+    quote: str
+
+
+class Statement(BaseModel):
+    text: str
+    citations: list[Citation] = Field(min_length=1)
+    outlets: int = Field(description="Distinct outlets that support it (corroboration).")
+
+
+class Position(BaseModel):
+    says: str
+    outlets: list[str]
+    citations: list[Citation] = Field(min_length=1)
+
+
+class Disagreement(BaseModel):
+    topic: str
+    positions: list[Position] = Field(min_length=2)
+
+
+class OutletSentiment(BaseModel):
+    outlet: str
+    label: SentimentLabel
+    score: float
+
+
+class EntitySentimentSummary(BaseModel):
+    entity: str
+    label: SentimentLabel
+    score: float = Field(description="Mean over the outlets that mention the entity.")
+    outlets: int
+
+
+class StorySentiment(BaseModel):
+    """Aggregated by the service from the articles' verified sentiment, never by the model."""
+
+    overall: SentimentLabel
+    score: float
+    by_outlet: list[OutletSentiment]
+    entities: list[EntitySentimentSummary]
+
+
+class Source(BaseModel):
+    article_id: str | None = None
+    outlet: str
+    title: str
+    url: str | None = None
+    published_at: datetime | None = None
+    language: str | None = None
+    status: Literal["used", "failed", "duplicate", "other_language"] = "used"
+    error: str | None = None
+    facts: int = 0
+
+
+class Digest(BaseModel):
+    """The published digest of a story."""
+
+    story_id: str | None = None
+    headline: str
+    statements: list[Statement]
+    disagreements: list[Disagreement] = Field(default_factory=list)
+    sentiment: StorySentiment | None = None
+    sources: list[Source]
+    language: str = "en"
+    provenance: PromptProvenance | None = None
+    created_at: datetime | None = None

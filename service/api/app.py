@@ -1,0 +1,93 @@
+"""The HTTP service: ``create_app(settings)`` builds it; nothing is created at import time.
+
+The lifespan opens the runtime (database engine, refusing an unmigrated database unless
+``migrate_on_start``; prompt registry; model client unless one is injected; job queue) and,
+unless ``run_worker`` is off, the in-process worker. Routers: one per topic under /v1, plus the
+health endpoints at the root. Every error is answered as problem+json (``service.api.problems``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, FastAPI
+from starlette.routing import Route
+
+from service.api import problems
+from service.api.middleware import RequestContext, RequestGuard, operation_id
+from service.api.routes import articles, digests, health, jobs, prompts, stories, webhooks
+from service.extract import Completer
+from service.jobs.runtime import open_runtime, running_worker
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DESCRIPTION = """\
+Verified facts, sentiment and one cited digest per story, for the newsroom CMS.
+
+**Auth**: `Authorization: Bearer <key>` (one of `NEWSDIGEST_API_KEYS`) on every /v1 route, except
+`POST /v1/webhooks/cms`, which is authenticated by its Standard Webhooks signature.
+**Work is asynchronous**: POSTs answer 202 with a job (poll `GET /v1/jobs/{id}`, or add `?wait=S`).
+**Retries are safe**: send an `Idempotency-Key` header with POSTs.
+**Errors** are RFC 9457 `application/problem+json`; branch on `type`.
+"""
+
+
+def _route_templates(app: FastAPI) -> dict[str, str]:
+    return {operation["operationId"]: path for path, item in app.openapi()["paths"].items()
+            for operation in item.values() if isinstance(operation, dict) and "operationId" in operation}
+
+
+def _version() -> str:
+    try:
+        return version("newsdigest")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(settings: Settings, *, llm: Completer | None = None) -> FastAPI:
+    """The API for ``settings``; ``llm`` replaces the model client (tests, benchmarks)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_keys:
+            log.warning("auth.disabled", reason="no NEWSDIGEST_API_KEYS set: every /v1 route is open")
+        async with open_runtime(settings, llm=llm) as runtime, AsyncExitStack() as stack:
+            app.state.runtime = runtime
+            app.state.http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.readiness_timeout_s))
+            if settings.run_worker:
+                await stack.enter_async_context(running_worker(runtime))
+            log.info("api.started", model=runtime.llm.model, mode=runtime.llm.mode, worker=settings.run_worker,
+                     database=runtime.engine.url.get_backend_name())
+            yield
+        log.info("api.stopped")
+
+    app = FastAPI(title="newsdigest", version=_version(), description=DESCRIPTION, lifespan=lifespan,
+                  generate_unique_id_function=operation_id)
+    app.state.settings = settings
+    problems.install(app)
+    # Added last runs first: the request id exists before the guard can refuse a body.
+    app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContext)
+    v1 = APIRouter(prefix="/v1")
+    for topic in (articles, digests, stories, jobs, webhooks, prompts):
+        v1.include_router(topic.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document_problems(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to amend the schema
+    app.state.route_templates = _route_templates(app)
+    app.state.fixed_paths = {path for path in app.openapi()["paths"] if "{" not in path} | {
+        route.path for route in app.routes if isinstance(route, Route)}
+    return app

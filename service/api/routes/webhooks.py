@@ -1,0 +1,118 @@
+"""POST /v1/webhooks/cms: the CMS's signed article events, answered 202 before any model work.
+
+Authenticated by its Standard Webhooks signature, not by an API key: the CMS's webhook sender
+signs with ``NEWSDIGEST_WEBHOOK_SECRET``. The route only writes rows, in one transaction: the
+delivery (its ``webhook-id``, so a redelivery is acknowledged and dropped), the article, an
+analysis job and the story's debounced refresh. A refused request (bad signature, stale
+timestamp, unreadable event, article too large or empty) writes nothing.
+"""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.background import BackgroundTask
+
+from schemas import PreparedArticle
+from schemas.webhooks import ArticleDeleted, ArticlePublished, ArticleUpdated, WebhookAck
+from service import metrics, webhooks
+from service.api.deps import QueueDep, SessionsDep, SettingsDep
+from service.api.problems import problem_responses
+from service.api.views import analyze_dedupe_key
+from service.jobs.queue import JobQueue
+from service.jobs.story_jobs import schedule_refresh
+from service.settings import Settings
+from service.store import articles
+from service.store import webhooks as deliveries
+from service.text import prepare
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+log = structlog.get_logger(__name__)
+
+# One per process: the purge only needs to run now and then, whichever request triggers it.
+_janitor = webhooks.DeliveryJanitor()
+
+
+@router.post(
+    "/cms",
+    status_code=202,
+    response_model=WebhookAck,
+    responses=problem_responses(401, 413, 415, 422),
+)
+async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, sessions: SessionsDep) -> JSONResponse:
+    """Take a CMS event: `article.published`, `article.updated` or `article.deleted`.
+
+    Signed per Standard Webhooks (headers `webhook-id`, `webhook-timestamp`, `webhook-signature`;
+    several space-separated `v1,<sig>` values are accepted while a secret is rotated; timestamps
+    more than 5 minutes off are refused). The body is `{"type", "timestamp", "data"}` where `data`
+    is an article (its CMS `id` required) or, for a deletion, `{"id", "story_id"}`. Answers 202:
+    `accepted` (analysis and story refresh queued), `duplicate` (this `webhook-id` was handled
+    before; nothing done) or `ignored` (an event type this service does not act on).
+    """
+    body = await request.body()
+    verified = webhooks.verify(body, request.headers, settings.webhook_secret)
+    kind = webhooks.event_type(body)
+    if kind is not None and not webhooks.is_handled(kind):
+        # Acknowledged so the sender does not retry for days an event we will never act on.
+        metrics.WEBHOOK_EVENTS.labels(type="other", outcome="ignored").inc()
+        log.info("webhook.ignored", webhook_id=verified.webhook_id, event_type=kind[:100])
+        return _answer(WebhookAck(status="ignored"), sessions, settings)
+    event = webhooks.parse_event(body)
+    prepared = None
+    if not isinstance(event, ArticleDeleted):
+        # Before the transaction, so an unusable article is refused (422/413) with nothing written.
+        # On the event loop, not in a thread: service.text shares one pysbd Segmenter, which mixes
+        # up the sentences of articles split at the same time in two threads.
+        prepared = prepare(event.data, max_chars=settings.max_article_chars)
+    async with sessions() as session, session.begin():
+        fresh = await deliveries.record_delivery(session=session, webhook_id=verified.webhook_id,
+                                                 event_type=event.type)
+        if not fresh:
+            ack = WebhookAck(status="duplicate")
+        elif isinstance(event, ArticleDeleted):
+            ack = await _delete(session, settings, event)
+        else:
+            assert prepared is not None
+            ack = await _save(session, queue, settings, event, prepared)
+    metrics.WEBHOOK_EVENTS.labels(type=event.type, outcome=ack.status).inc()
+    log.info("webhook.received", webhook_id=verified.webhook_id, event_type=event.type, status=ack.status,
+             article_id=ack.article_id, jobs=len(ack.job_ids))
+    return _answer(ack, sessions, settings)
+
+
+def _answer(ack: WebhookAck, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> JSONResponse:
+    purge = (BackgroundTask(_janitor.purge, sessions, retention_days=settings.webhook_retention_days)
+             if _janitor.due() else None)
+    return JSONResponse(ack.model_dump(mode="json"), status_code=202, background=purge)
+
+
+async def _refresh(session: AsyncSession, settings: Settings, story_ids: set[str | None]) -> list[str]:
+    stories = sorted(s for s in story_ids if s)
+    return [(await schedule_refresh(session=session, story_id=s, settings=settings)).id for s in stories]
+
+
+async def _save(session: AsyncSession, queue: JobQueue, settings: Settings, event: ArticlePublished | ArticleUpdated,
+                prepared: PreparedArticle) -> WebhookAck:
+    """Insert or update by the CMS id (either event type may come first), analyse, refresh its story."""
+    before = await articles.get_article_by_cms_id(session=session, cms_id=event.data.id)
+    record = await articles.save_article(session=session, prepared=prepared, cms_id=event.data.id,
+                                         story_id=event.data.story_id)
+    analysis = await queue.submit("analyze_article", {"article_id": record.id, "pins": []},
+                                  dedupe_key=analyze_dedupe_key(record, []), session=session)
+    # An article moved to another story leaves its old one, whose digest must drop it too.
+    moved_from = before.story_id if before is not None and not before.deleted else None
+    refreshes = await _refresh(session, settings, {record.story_id, moved_from})
+    return WebhookAck(status="accepted", article_id=record.id, job_ids=[analysis.id, *refreshes])
+
+
+async def _delete(session: AsyncSession, settings: Settings, event: ArticleDeleted) -> WebhookAck:
+    """Soft-delete: the article leaves its story, whose digest is rebuilt without it."""
+    record = await articles.get_article_by_cms_id(session=session, cms_id=event.data.id)
+    if record is None or not await articles.mark_deleted(session=session, article_id=record.id):
+        # Unknown or already deleted: acknowledged, nothing changes (a sender may repeat itself).
+        return WebhookAck(status="accepted", article_id=record.id if record is not None else None)
+    refreshes = await _refresh(session, settings, {record.story_id, event.data.story_id})
+    return WebhookAck(status="accepted", article_id=record.id, job_ids=refreshes)
+

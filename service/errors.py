@@ -1,0 +1,177 @@
+"""One error tree for the whole service.
+
+Every failure a caller can see is one of these, so the API and the CLI each translate them in
+exactly one place (a problem+json body, or one line and an exit code)::
+
+    NewsdigestError                 base; carries a stable problem ``type`` and an HTTP status
+    ├── InputError                  the caller's fault: the article or request is unusable (4xx)
+    │   ├── EmptyArticleError       nothing readable left after preparing the text
+    │   ├── ArticleTooLargeError     body over the configured size (413)
+    │   ├── UndecodableArticleError bytes that are not text in any encoding we accept
+    │   └── NotFoundError           an article, digest, story or job id that does not exist (404)
+    ├── LLMError                    the model or its endpoint failed us
+    │   ├── LLMUnavailable          connection refused, reset or timed out (retried)
+    │   ├── LLMHTTPError            an error status from the endpoint (429/5xx retried)
+    │   └── LLMOutputError          an answer we cannot use
+    │       ├── LLMRefusal          the model declined to answer
+    │       └── LLMTruncated        the answer was cut off (finish_reason=length)
+    ├── PromptError                 a prompt file, version or lock is wrong (our mistake)
+    └── ConfigError                 settings that cannot work (our mistake, or the operator's)
+
+Stages catch these, never the SDK's exceptions: ``service.llm`` maps those at its one boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class NewsdigestError(Exception):
+    """Raised for any failure newsdigest reports to its caller."""
+
+    type: ClassVar[str] = "about:blank"
+    title: ClassVar[str] = "Newsdigest error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 body for this error; never carries secrets or article text."""
+        return {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail, **self.extra}
+
+
+_PREFIX = "https://newsdigest.dev/problems/"
+
+
+class InputError(NewsdigestError):
+    """Raised when the caller's article or request cannot be used."""
+
+    type = _PREFIX + "invalid-input"
+    title = "Invalid input"
+    status = 422
+
+
+class EmptyArticleError(InputError):
+    """Raised when an article has no readable sentence after preparation."""
+
+    type = _PREFIX + "empty-article"
+    title = "Article has no readable text"
+
+
+class ArticleTooLargeError(InputError):
+    """Raised when an article body exceeds ``max_article_chars``."""
+
+    type = _PREFIX + "article-too-large"
+    title = "Article too large"
+    status = 413
+
+
+class UndecodableArticleError(InputError):
+    """Raised when an article file is binary or not valid text."""
+
+    type = _PREFIX + "undecodable-article"
+    title = "Article is not text"
+
+
+class NotFoundError(InputError):
+    """Raised when an id names nothing stored."""
+
+    type = _PREFIX + "not-found"
+    title = "Not found"
+    status = 404
+
+
+class LLMError(NewsdigestError):
+    """Raised when the model endpoint fails or answers unusably."""
+
+    type = _PREFIX + "llm-error"
+    title = "Language model failed"
+    status = 502
+
+    #: What the failed call cost (a ``schemas.CallUsage``), set by ``service.llm``.
+    usage: Any = None
+    #: The unusable answer's raw text, kept for the re-ask and for debugging.
+    content: str | None = None
+
+
+class LLMUnavailable(LLMError):
+    """Raised when the endpoint cannot be reached or does not answer in time."""
+
+    type = _PREFIX + "llm-unavailable"
+    title = "Language model unreachable"
+    status = 503
+
+
+class LLMHTTPError(LLMError):
+    """Raised when the endpoint answers with an error status."""
+
+    type = _PREFIX + "llm-http-error"
+    title = "Language model returned an error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status_code: int,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(detail, llm_status=status_code)
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:
+        """429 (unless the quota is gone) and 5xx are worth another attempt."""
+        if self.status_code == 429:
+            return self.code != "insufficient_quota"
+        return self.status_code >= 500
+
+
+class LLMOutputError(LLMError):
+    """Raised when the model answered but the answer cannot be used."""
+
+    type = _PREFIX + "llm-output"
+    title = "Language model answer unusable"
+
+
+class LLMRefusal(LLMOutputError):
+    """Raised when the model refuses the task."""
+
+    type = _PREFIX + "llm-refusal"
+    title = "Language model refused"
+
+
+class LLMTruncated(LLMOutputError):
+    """Raised when the answer was cut off at max_tokens."""
+
+    type = _PREFIX + "llm-truncated"
+    title = "Language model answer cut off"
+
+
+class PromptError(NewsdigestError):
+    """Raised when a prompt file, version or lock entry is wrong."""
+
+    type = _PREFIX + "prompt-error"
+    title = "Prompt error"
+    status = 500
+
+
+class UnknownPromptVersion(PromptError):
+    """Raised when a request or setting pins a prompt version that does not exist."""
+
+    type = _PREFIX + "unknown-prompt-version"
+    title = "Unknown prompt version"
+    status = 422
+
+
+class ConfigError(NewsdigestError):
+    """Raised when settings cannot work."""
+
+    type = _PREFIX + "config-error"
+    title = "Configuration error"
+    status = 500

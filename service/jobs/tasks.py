@@ -1,0 +1,163 @@
+"""The job functions: analyse one article, build one digest. Same code on any job engine.
+
+Each takes a :class:`JobContext` and its payload dict, commits its own results and returns the
+ids it produced. Both are idempotent, because a worker can die after committing a result and
+before marking its job done, and the job then runs again: an analysis is found again under its
+cache key (text hash, prompt versions and hashes, model, mode), and a digest under the id the API
+announced in its 202. Raise ``InputError`` for what no retry can fix; any ``LLMError`` is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from schemas import Digest, Extraction, Source
+from service import digest as digest_stage
+from service.errors import LLMError, LLMOutputError, NotFoundError
+from service.extract import extract_article
+from service.jobs.context import JobContext, Payload, Result, Task
+from service.prompts import Prompt
+from service.store import articles, digests, extractions, llm_calls
+from service.store.articles import ArticleRecord
+
+log = structlog.get_logger(__name__)
+
+#: The prompts an article's analysis runs; the digest prompt belongs to the story.
+ARTICLE_PROMPTS = ("key_facts", "sentiment")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    extraction: Extraction
+    cache_key: str
+    cache_hit: bool
+    extraction_id: str | None = None
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Prompts that produced nothing usable; such an analysis is never cached."""
+        return {name: prov.error for name, prov in self.extraction.provenance.items() if prov.error}
+
+
+def extraction_key(article: ArticleRecord, prompts: dict[str, Prompt], ctx: JobContext) -> str:
+    refs = {prompts[name].ref: prompts[name].sha256 for name in ARTICLE_PROMPTS}
+    return extractions.cache_key(content_hash=article.prepared.content_hash, prompts=refs,
+                                 model=ctx.llm.model, mode=ctx.llm.mode)
+
+
+async def analyse(ctx: JobContext, article: ArticleRecord, prompts: dict[str, Prompt]) -> Analysis:
+    """The article's analysis from the cache, or from the model and then stored with its calls."""
+    key = extraction_key(article, prompts, ctx)
+    async with ctx.sessions() as session:
+        cached = await extractions.get_cached(session=session, cache_key=key)
+    if cached is not None:
+        log.info("analysis.cache_hit", article_id=article.id)
+        # The cached result may have been paid for by another article with the same text.
+        return Analysis(cached.model_copy(update={"article": article.ref()}), key, cache_hit=True)
+    chosen = {name: prompts[name] for name in ARTICLE_PROMPTS}
+    try:
+        extraction = await extract_article(article.prepared, chosen, ctx.llm, article_id=article.id,
+                                           sequential=ctx.settings.uses_local_llm)
+    except LLMError as exc:
+        if exc.usage is not None:  # the failed call was paid for too
+            async with ctx.sessions() as session, session.begin():
+                await llm_calls.save_calls(session=session, calls=[exc.usage])
+        raise
+    analysis = Analysis(extraction.model_copy(update={"article": article.ref()}), key, cache_hit=False)
+    calls = [call for prov in extraction.provenance.values() for call in prov.calls]
+    async with ctx.sessions() as session, session.begin():
+        extraction_id = None
+        if not analysis.errors:
+            extraction_id = await extractions.save_extraction(
+                session=session, article_id=article.id, cache_key=key,
+                prompts={p.ref: p.sha256 for p in chosen.values()}, model=ctx.llm.model, mode=ctx.llm.mode,
+                extraction=analysis.extraction)
+        await llm_calls.save_calls(session=session, calls=calls, extraction_id=extraction_id)
+    log.info("analysis.stored" if extraction_id else "analysis.unusable", article_id=article.id,
+             facts=len(extraction.facts), calls=len(calls), errors=sorted(analysis.errors))
+    return Analysis(analysis.extraction, key, cache_hit=False, extraction_id=extraction_id)
+
+
+async def _load(ctx: JobContext, article_ids: list[str]) -> list[ArticleRecord]:
+    async with ctx.sessions() as session:
+        found = [await articles.get_article(session=session, article_id=i) for i in article_ids]
+    missing = [i for i, record in zip(article_ids, found, strict=True) if record is None]
+    if missing:
+        raise NotFoundError(f"unknown article id(s): {', '.join(missing)}", article_ids=missing)
+    return [record for record in found if record is not None]
+
+
+async def analyze_article(ctx: JobContext, payload: Payload) -> Result:
+    """Payload ``article_id`` and optional ``pins`` (``["key_facts@1"]``)."""
+    prompts = ctx.registry.resolve(payload.get("pins") or [])
+    (article,) = await _load(ctx, [payload["article_id"]])
+    if article.deleted:
+        raise NotFoundError(f"article {article.id} was deleted")
+    analysis = await analyse(ctx, article, prompts)
+    if analysis.errors:
+        # Not cached, so another attempt asks the model afresh.
+        raise LLMOutputError("; ".join(f"{name}: {error}" for name, error in sorted(analysis.errors.items())))
+    return {"article_id": article.id, "extraction_id": analysis.extraction_id, "cache_hit": analysis.cache_hit}
+
+
+def _failed_source(article: ArticleRecord, error: str) -> Source:
+    p = article.prepared
+    return Source(article_id=article.id, outlet=p.outlet, title=p.title, url=p.url, published_at=p.published_at,
+                  language=p.language, status="failed", error=error)
+
+
+async def build_digest(ctx: JobContext, payload: Payload) -> Result:
+    """Payload ``digest_id``, ``article_ids``, optional ``story_id`` and ``pins``."""
+    digest_id: str = payload["digest_id"]
+    story_id: str | None = payload.get("story_id")
+    async with ctx.sessions() as session:
+        if await digests.get_digest(session=session, digest_id=digest_id) is not None:
+            return {"digest_id": digest_id, "story_id": story_id, "cache_hit": True}  # a re-run after a crash
+    records = await _load(ctx, list(payload["article_ids"]))
+    prompts = ctx.registry.resolve(payload.get("pins") or [])
+
+    async def one(article: ArticleRecord) -> Analysis | Source:
+        try:
+            return await analyse(ctx, article, prompts)
+        except LLMError as exc:
+            log.warning("digest.article_failed", article_id=article.id, error=exc.detail)
+            return _failed_source(article, exc.detail)
+
+    if ctx.settings.uses_local_llm:  # one slot: back to back, so each article's prefix cache is reused
+        outcomes = [await one(article) for article in records]
+    else:
+        outcomes = list(await asyncio.gather(*(one(article) for article in records)))
+    analyses = [o for o in outcomes if isinstance(o, Analysis)]
+    failed = [o for o in outcomes if isinstance(o, Source)]
+    keys = {a.extraction.article.article_id or "": ("uncached" if a.errors else a.cache_key) for a in analyses}
+    keys.update({s.article_id or "": "failed" for s in failed})
+    prompt = prompts["digest"]
+    key = digests.cache_key(articles=keys, prompt=prompt.ref, prompt_hash=prompt.sha256, model=ctx.llm.model,
+                            mode=ctx.llm.mode, language=ctx.settings.digest_language)
+    # A digest over a failed or unusable analysis is never reused: the next build may do better.
+    reusable = not failed and all(not a.errors for a in analyses)
+    hit = None
+    if reusable:
+        async with ctx.sessions() as session:
+            hit = await digests.find_by_cache_key(session=session, cache_key=key)
+    result: Digest
+    if hit is not None:
+        result = hit.digest.model_copy(update={"story_id": story_id})
+        calls = []
+    else:
+        result = await digest_stage.build_digest([a.extraction for a in analyses], prompt, ctx.llm, story_id=story_id,
+                                                 language=ctx.settings.digest_language, other_sources=failed)
+        calls = result.provenance.calls if result.provenance else []
+    async with ctx.sessions() as session, session.begin():
+        await digests.save_digest(session=session, digest=result, article_ids=[r.id for r in records], cache_key=key,
+                                  story_id=story_id, digest_id=digest_id)
+        await llm_calls.save_calls(session=session, calls=calls, digest_id=digest_id)
+    log.info("digest.stored", digest_id=digest_id, story_id=story_id, cache_hit=hit is not None,
+             statements=len(result.statements), failed_sources=len(failed))
+    return {"digest_id": digest_id, "story_id": story_id, "cache_hit": hit is not None}
+
+
+TASKS: dict[str, Task] = {"analyze_article": analyze_article, "build_digest": build_digest}

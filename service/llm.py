@@ -1,0 +1,296 @@
+"""The one place that talks to a model: the official openai client, one retry policy.
+
+Everything a stage needs is ``await client.complete(prompt, messages)`` returning a parsed
+JSON object and its ``CallUsage``. The SDK's exceptions never leave this module: they are
+mapped to ``service.errors`` at one boundary (``_map_openai_errors``). The client's own
+retries are off so that the tenacity policy built from settings is the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import openai
+import structlog
+from openai import AsyncOpenAI
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from schemas import CallUsage
+from service import metrics
+from service.errors import LLMError, LLMHTTPError, LLMOutputError, LLMRefusal, LLMTruncated, LLMUnavailable
+from service.prompts import Prompt
+from service.ratelimit import RateLimiter, request_tokens
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A usable answer: the parsed JSON object and what it cost."""
+
+    data: dict[str, Any]
+    content: str
+    usage: CallUsage
+
+
+@dataclass
+class _Attempts:
+    count: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date); None if absent or nonsense."""
+    if headers is None:
+        return None
+    seconds: float | None = None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        with suppress(ValueError):
+            seconds = float(ms) / 1000
+    if seconds is None and (value := headers.get("retry-after")) is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            with suppress(TypeError, ValueError):
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+    # NaN would make asyncio.sleep never wake, and the deadline would never apply.
+    return max(0.0, seconds) if seconds is not None and math.isfinite(seconds) else None
+
+
+@contextmanager
+def _map_openai_errors() -> Iterator[None]:
+    try:
+        yield
+    except openai.APITimeoutError as exc:
+        raise LLMUnavailable("the model endpoint timed out") from exc
+    except openai.APIConnectionError as exc:
+        raise LLMUnavailable(f"cannot reach the model endpoint ({type(exc.__cause__ or exc).__name__})") from exc
+    except openai.APIStatusError as exc:
+        code = exc.code if isinstance(getattr(exc, "code", None), str) else None
+        # Not chained and no body kept: an endpoint may echo the request's key in its error text,
+        # and a traceback of openai's error would print it.
+        raise LLMHTTPError(
+            f"model endpoint answered {exc.status_code}" + (f" ({code})" if code else ""),
+            status_code=exc.status_code,
+            retry_after=_retry_after(exc.response.headers),
+            code=code,
+        ) from None
+    except openai.OpenAIError as exc:
+        raise LLMError(f"model client error: {type(exc).__name__}") from exc
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, LLMUnavailable):
+        return True
+    return isinstance(exc, LLMHTTPError) and exc.retryable
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI strict mode: every property required, no extra properties, no defaults."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("default", "title"):
+                continue
+            if key in ("properties", "$defs") and isinstance(value, dict):
+                out[key] = {name: walk(sub) for name, sub in value.items()}  # names here, not keywords
+            else:
+                out[key] = walk(value)
+        if out.get("type") == "object" and "properties" in out:
+            out["required"] = list(out["properties"])
+            out["additionalProperties"] = False
+        return out
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
+class LLMClient:
+    """AsyncOpenAI behind a semaphore and a bounded, jittered retry policy."""
+
+    def __init__(self, settings: Settings, *, http_client: Any = None, limiter: RateLimiter | None = None) -> None:
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "not-needed"
+        self.settings = settings
+        self.model = settings.effective_model
+        self.mode = settings.effective_mode
+        self._client = AsyncOpenAI(
+            base_url=settings.effective_base_url,
+            api_key=key,
+            max_retries=0,
+            timeout=settings.effective_timeout_s,
+            http_client=http_client,
+        )
+        self._semaphore = asyncio.Semaphore(settings.llm_max_concurrency)
+        # Shared requests/tokens per minute across workers (service/ratelimit.py); the caller closes it.
+        self._limiter = limiter
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _request(self, prompt: Prompt, messages: list[dict[str, str]]) -> dict[str, Any]:
+        schema = prompt.output_type.model_json_schema()
+        temperature = self.settings.llm_temperature
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": prompt.meta.max_tokens,
+            "temperature": prompt.meta.temperature if temperature is None else temperature,
+        }
+        if self.mode == "json_schema":
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": prompt.meta.name, "schema": strict_schema(schema), "strict": True},
+            }
+        elif self.mode == "json_object":
+            # llama-cpp-python turns this schema into a grammar, so the answer parses by construction.
+            request["response_format"] = {"type": "json_object", "schema": schema}
+        else:
+            request["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": prompt.meta.name,
+                        "description": prompt.meta.description,
+                        "parameters": schema,
+                    },
+                }
+            ]
+            request["tool_choice"] = {"type": "function", "function": {"name": prompt.meta.name}}
+        return request
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        cap = self.settings.llm_retry_max_wait_s
+        if isinstance(exc, LLMHTTPError) and exc.retry_after is not None:
+            return min(exc.retry_after, cap)
+        backoff = wait_random_exponential(multiplier=self.settings.llm_retry_initial_wait_s, max=cap)
+        return float(backoff(state))
+
+    async def complete(self, prompt: Prompt, messages: list[dict[str, str]]) -> Completion:
+        """One model call (with retries). Raises LLMError subclasses; usage rides on the error."""
+        request = self._request(prompt, messages)
+        attempts = _Attempts()
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            error_type = type(exc).__name__
+            metrics.LLM_RETRIES.labels(prompt=prompt.ref, error_type=error_type).inc()
+            log.warning(
+                "llm.retry_scheduled",
+                prompt=prompt.ref,
+                retry_num=state.attempt_number,
+                wait_s=round(state.upcoming_sleep, 3),
+                error_type=error_type,
+                error=str(exc),
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.llm_max_attempts) | stop_after_delay(self.settings.llm_deadline_s),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            response: Any = await retrying(self._attempt, request, attempts)
+        except LLMError as exc:
+            exc.usage = self._usage(prompt, attempts, None, outcome="error")
+            metrics.LLM_CALLS.labels(prompt=prompt.ref, outcome="error").inc()
+            raise
+        return self._completion(prompt, response, attempts)
+
+    async def _attempt(self, request: dict[str, Any], attempts: _Attempts) -> Any:
+        # The semaphore is held per attempt, so a call sleeping before its retry leaves room for others.
+        async with self._semaphore:
+            if self._limiter is not None:
+                await self._limiter.acquire(tokens=request_tokens(request))
+            attempts.count += 1
+            with _map_openai_errors():
+                return await self._client.chat.completions.create(**request)
+
+    def _usage(self, prompt: Prompt, attempts: _Attempts, response: Any, *, outcome: str) -> CallUsage:
+        usage = getattr(response, "usage", None)
+        details = getattr(usage, "prompt_tokens_details", None)
+        choice = response.choices[0] if response is not None and response.choices else None
+        return CallUsage(
+            prompt=prompt.ref,
+            prompt_hash=prompt.sha256,
+            model=self.model,
+            resolved_model=getattr(response, "model", None),
+            mode=self.mode,
+            input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cached_tokens=getattr(details, "cached_tokens", 0) or 0,
+            latency_ms=int((time.monotonic() - attempts.started) * 1000),
+            attempts=attempts.count,
+            finish_reason=getattr(choice, "finish_reason", None),
+            outcome=outcome,
+        )
+
+    def _completion(self, prompt: Prompt, response: Any, attempts: _Attempts) -> Completion:
+        choice = response.choices[0] if response.choices else None
+        message = choice.message if choice else None
+        content = ""
+        if message is not None:
+            if self.mode == "tools" and message.tool_calls:
+                content = message.tool_calls[0].function.arguments or ""
+            else:
+                content = message.content or ""
+        outcome: str = "ok"
+        error: LLMOutputError | None = None
+        if message is not None and getattr(message, "refusal", None):
+            outcome, error = "refused", LLMRefusal(f"{prompt.ref}: the model refused: {message.refusal[:200]}")
+        elif choice is not None and choice.finish_reason == "length":
+            outcome, error = (
+                "truncated",
+                LLMTruncated(f"{prompt.ref}: answer cut off at max_tokens={prompt.meta.max_tokens}"),
+            )
+        data: Any = None
+        if error is None:
+            try:
+                data = json.loads(content)
+            except ValueError:
+                outcome, error = "invalid", LLMOutputError(f"{prompt.ref}: the answer is not valid JSON")
+            else:
+                if not isinstance(data, dict):
+                    outcome, error = "invalid", LLMOutputError(f"{prompt.ref}: the answer is not a JSON object")
+        usage = self._usage(prompt, attempts, response, outcome=outcome)
+        metrics.LLM_CALLS.labels(prompt=prompt.ref, outcome=outcome).inc()
+        metrics.LLM_TOKENS.labels(prompt=prompt.ref, direction="input").inc(usage.input_tokens)
+        metrics.LLM_TOKENS.labels(prompt=prompt.ref, direction="output").inc(usage.output_tokens)
+        metrics.LLM_LATENCY.labels(prompt=prompt.ref).observe(usage.latency_ms / 1000)
+        log.info(
+            "llm.call",
+            prompt=prompt.ref,
+            outcome=outcome,
+            attempts=attempts.count,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            latency_ms=usage.latency_ms,
+        )
+        if error is not None:
+            error.usage = usage
+            error.content = content
+            raise error
+        return Completion(data=data, content=content, usage=usage)

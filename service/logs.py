@@ -1,0 +1,54 @@
+"""structlog for the service processes: JSON lines in production, readable lines in development.
+
+Request and job ids come from ``structlog.contextvars`` (bound by the request middleware and the
+worker), so every line a request or job causes carries them. Article text and keys are never
+logged at info level: events log ids, counts and outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from service.settings import Settings
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is at write time: test runners and the CLI swap it after configuration."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(settings: Settings) -> None:
+    """Call once per process (``serve``, ``worker``), never at import time."""
+    level = getattr(logging, settings.log_level.upper())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if settings.environment == "production"
+        # No local variables in tracebacks: they would print article text and keys.
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                           exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False))
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info if settings.environment == "production"
+            else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every schema check, and the model client's HTTP library every request (the
+    # client logs one llm.call line per call itself): only their problems matter to an operator.
+    for noisy in ("alembic", "httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -1,0 +1,25 @@
+"""Prometheus metrics, declared once; every module that counts imports from here."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LLM_CALLS = Counter("newsdigest_llm_calls_total", "Model calls by prompt and outcome.", ["prompt", "outcome"])
+LLM_RETRIES = Counter("newsdigest_llm_retries_total", "Retried model attempts.", ["prompt", "error_type"])
+LLM_TOKENS = Counter("newsdigest_llm_tokens_total", "Tokens used.", ["prompt", "direction"])
+LLM_LATENCY = Histogram(
+    "newsdigest_llm_call_seconds",
+    "Model call latency, retries included.",
+    ["prompt"],
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
+)
+REASKS = Counter("newsdigest_reasks_total", "Re-asks sent to the model.", ["prompt"])
+REJECTED = Counter("newsdigest_rejected_items_total", "Facts or items dropped after the re-ask.", ["prompt"])
+HTTP_REQUESTS = Counter("newsdigest_http_requests_total", "API requests.", ["method", "route", "status"])
+HTTP_LATENCY = Histogram("newsdigest_http_request_seconds", "API request latency.", ["method", "route"])
+JOBS = Counter("newsdigest_jobs_total", "Finished jobs by kind and status.", ["kind", "status"])
+QUEUE_DEPTH = Gauge("newsdigest_job_queue_depth", "Jobs waiting to run.")
+WEBHOOK_EVENTS = Counter(
+    "newsdigest_webhook_events_total", "CMS webhook deliveries by event type and outcome.", ["type", "outcome"]
+)
+CALLBACKS = Counter("newsdigest_callbacks_total", "digest.updated delivery attempts by outcome.", ["outcome"])

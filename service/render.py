@@ -1,0 +1,196 @@
+"""render: a Digest or an Extraction as JSON, Markdown or an HTML page (pure: schemas in, strings out).
+
+Everything that comes from an article or from the model is untrusted text. The HTML template is
+autoescaped; in the Markdown templates every `{{ ... }}` output goes through `md_escape` (the
+environment's finalize), so a value is escaped unless a filter here returns `Verbatim` (numbers, URLs).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_eval_context, select_autoescape
+from jinja2.nodes import EvalContext
+
+from schemas.digest import Citation, Digest, Position, Source
+from schemas.extraction import Extraction, PromptProvenance
+
+__all__ = ["Verbatim", "digest_html", "digest_json", "digest_markdown", "extraction_markdown", "md_escape", "safe_url"]
+
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>&#|~])")  # emphasis, links, code, raw HTML, entities, tables
+_MD_LEADING = re.compile(r"^(?:([-+=])|(\d+)([.)]))")  # would start a list or heading at line start
+
+
+class Verbatim(str):
+    """Text this module formatted itself (a number, an encoded URL): Markdown output keeps it as is."""
+
+
+def md_escape(value: object) -> str:
+    """Untrusted text as inert Markdown on one line; `Verbatim` values pass through untouched."""
+    if isinstance(value, Verbatim):
+        return value
+    text = _MD_INLINE.sub(r"\\\1", " ".join(str(value).split()))
+    return _MD_LEADING.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", text)
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL if it is plain http(s), else None: no javascript:, data: or relative links."""
+    url = (url or "").strip()
+    return url if url.lower().startswith(("http://", "https://")) else None
+
+
+def _md_url(url: str) -> Verbatim:
+    """A URL usable as a Markdown link destination: no spaces, parentheses or angle brackets."""
+    return Verbatim(quote(url, safe="/:?#[]@!$&'*+,;=%~"))
+
+
+def _day(value: datetime | None) -> str:
+    return value.date().isoformat() if value else "undated"
+
+
+def _signed(value: float) -> Verbatim:
+    return Verbatim(f"{value:+.2f}")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _provenance(prov: PromptProvenance) -> str:
+    """prompt@version, model, calls, tokens in/out, seconds, re-asks, rejected (and the error, if any)."""
+    usage = prov.usage
+    parts = [
+        prov.prompt,
+        f"model {prov.model} ({prov.mode})",
+        _plural(usage.requests, "call"),
+        f"{usage.input_tokens:,} tokens in / {usage.output_tokens:,} out",
+        f"{usage.latency_ms / 1000:.1f} s",
+        _plural(prov.reasks, "re-ask"),
+        f"{prov.rejected} rejected",
+    ]
+    if prov.error:
+        parts.append(f"error: {prov.error}")
+    return " · ".join(parts)
+
+
+def _status(source: Source) -> str:
+    if source.status == "used":
+        return f"used, {_plural(source.facts, 'fact')}"
+    text = source.status.replace("_", " ")
+    if source.status == "other_language" and source.language:
+        text += f" ({source.language})"
+    return f"{text}: {source.error}" if source.error else text
+
+
+@dataclass
+class Note:
+    """One footnote: a cited sentence, numbered once however often it is cited."""
+
+    n: int
+    cite: Citation
+    refs: list[str] = field(default_factory=list)  # HTML ids of the places that cite it
+
+
+@dataclass
+class Ref:
+    n: int
+    id: str
+    cite: Citation
+
+
+@dataclass
+class StatementView:
+    text: str
+    outlets: int
+    refs: list[Ref]
+
+
+@dataclass
+class PositionView:
+    says: str
+    who: list[tuple[str, str]]  # (outlet, its dates)
+    refs: list[Ref]
+
+
+@dataclass
+class DisagreementView:
+    topic: str
+    positions: list[PositionView]
+
+
+class _Footnotes:
+    def __init__(self) -> None:
+        self.notes: list[Note] = []
+        self._by_key: dict[tuple[object, ...], Note] = {}
+
+    def refs(self, citations: list[Citation]) -> list[Ref]:
+        out: list[Ref] = []
+        for cite in citations:
+            key = (cite.article_id, cite.outlet, cite.url, cite.published_at, cite.sentence, cite.quote)
+            note = self._by_key.get(key)
+            if note is None:
+                note = self._by_key[key] = Note(len(self.notes) + 1, cite)
+                self.notes.append(note)
+            if any(ref.n == note.n for ref in out):
+                continue
+            ref = Ref(note.n, f"ref-{note.n}-{len(note.refs) + 1}", cite)
+            note.refs.append(ref.id)
+            out.append(ref)
+        return out
+
+
+def _who(position: Position) -> list[tuple[str, str]]:
+    """Each outlet of a position with the publication dates of its cited articles."""
+    outlets = position.outlets or list(dict.fromkeys(c.outlet for c in position.citations))
+    cites = position.citations
+    return [(o, ", ".join(sorted({_day(c.published_at) for c in cites if c.outlet == o}))) for o in outlets]
+
+
+def _context(digest: Digest) -> dict[str, object]:
+    """Footnotes numbered in reading order: statements first, then the disagreements."""
+    notes = _Footnotes()
+    statements = [StatementView(s.text, s.outlets, notes.refs(s.citations)) for s in digest.statements]
+    disagreements = [
+        DisagreementView(d.topic, [PositionView(p.says, _who(p), notes.refs(p.citations)) for p in d.positions])
+        for d in digest.disagreements
+    ]
+    used = sum(1 for s in digest.sources if s.status == "used")
+    return {"digest": digest, "statements": statements, "disagreements": disagreements,
+            "notes": notes.notes, "used": used}
+
+
+@pass_eval_context
+def _finalize(eval_ctx: EvalContext, value: object) -> object:
+    """HTML templates are autoescaped; every other template is Markdown and escaped here."""
+    return value if eval_ctx.autoescape else md_escape(value)
+
+
+_ENV = Environment(loader=FileSystemLoader(_TEMPLATES), undefined=StrictUndefined, finalize=_finalize,
+                   autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
+                   trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_ENV.filters.update(day=_day, signed=_signed, plural=_plural, provenance=_provenance, status=_status,
+                    safe_url=safe_url, md_url=_md_url)
+
+
+def digest_markdown(digest: Digest, *, quotes: bool = True) -> str:
+    """Markdown with footnotes `[^n]`; `quotes=False` leaves the quoted sentences out of them."""
+    return _ENV.get_template("digest.md.j2").render(**_context(digest), quotes=quotes)
+
+
+def digest_html(digest: Digest) -> str:
+    """A standalone HTML page for editors: inline CSS, no scripts, no external assets."""
+    return _ENV.get_template("digest.html.j2").render(**_context(digest))
+
+
+def digest_json(digest: Digest) -> str:
+    return digest.model_dump_json(indent=2)
+
+
+def extraction_markdown(extraction: Extraction) -> str:
+    """One article's facts, sentiment and provenance, each claim followed by its quoted sentences."""
+    return _ENV.get_template("extraction.md.j2").render(ex=extraction, article=extraction.article)

@@ -1,0 +1,180 @@
+"""verify: check every cited claim against the article's own sentences (pure).
+
+The model cites sentence numbers; here we make sure each citation exists, that the claim's
+numbers, amounts, percentages and dates are written in the cited sentences, and that the
+claim and its sentences share enough content words to be about the same thing. Each problem
+is a sentence the re-ask shows the model, so it says exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from schemas import EntitySentimentDraft, FactDraft, PreparedArticle, SentenceQuote, SentimentDraft
+
+MAX_CITED = 3
+MIN_OVERLAP = 0.5
+#: Each cited sentence must carry this share of the claim's words, so no citation is padding.
+MIN_SENTENCE_SHARE = 0.25
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+_STOPWORDS = frozenset(
+    """
+a about above after again against all also am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further had
+has have having he her here hers herself him himself his how i if in into is it its itself just
+me more most my no nor not now of off on once only or other our out over own same she should so
+some such than that the their them then there these they this those through to too under until
+up very was we were what when where which while who whom why will with would you your said says
+say according reported reports report new one two also its it's has have will would
+""".split()
+)
+
+
+def _fold(text: str) -> str:
+    """Lower case without accents, curly quotes made straight: comparisons ignore typography."""
+    text = unicodedata.normalize("NFKD", text).replace("’", "'").replace("‘", "'")
+    return "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+
+
+def numbers_in(text: str) -> set[str]:
+    """Numbers as written, thousands separators dropped: '1,117,320' -> '1117320', '14.3' stays."""
+    found = set()
+    for raw in _NUMBER.findall(text):
+        value = re.sub(r",(?=\d{3}\b)", "", raw).rstrip(".,")
+        found.add(value.lstrip("0") or "0")
+    return found
+
+
+def months_in(text: str) -> set[str]:
+    folded = _fold(text)
+    words = set(_WORD.findall(folded))
+    found = {m for m in _MONTHS if m != "may" and (m in words or m[:3] in words)}
+    if re.search(r"\bmay\s+\d|\d\s+may\b", folded):  # "may" is a month only next to a day number
+        found.add("may")
+    return found
+
+
+def content_words(text: str) -> set[str]:
+    """Stems (first 5 letters) of words that carry meaning."""
+    return {w[:5] for w in _WORD.findall(_fold(text)) if len(w) > 2 and w not in _STOPWORDS}
+
+
+def citation_problems(numbers: list[int], article: PreparedArticle) -> list[str]:
+    """Range, count and duplicate checks for a list of cited sentence numbers."""
+    total = len(article.sentences)
+    problems = []
+    if not numbers:
+        problems.append("it cites no sentence")
+    if len(numbers) > MAX_CITED:
+        problems.append(f"it cites {len(numbers)} sentences; cite 1 to {MAX_CITED}")
+    if len(set(numbers)) != len(numbers):
+        problems.append("it cites the same sentence twice")
+    problems += [
+        f"sentence {n} does not exist (the article has sentences 1 to {total})" for n in numbers if not 1 <= n <= total
+    ]
+    return problems
+
+
+def closest(text: str, candidates: dict[str, str]) -> str | None:
+    """The candidate whose words best cover ``text``, if it covers enough of them to state it."""
+    words = content_words(text)
+    if not words:
+        return None
+    scored = [(len(words & content_words(value)) / len(words), key) for key, value in candidates.items()]
+    best_score, best = max(scored, default=(0.0, None))
+    return best if best_score >= MIN_OVERLAP else None
+
+
+def claim_problems(claim: str, numbers: list[int], article: PreparedArticle) -> list[str]:
+    """Everything wrong with a claim and its citations; an empty list means it is supported.
+
+    When the claim is wrongly cited, the sentence that states it best is named, because a small
+    model most often cites a neighbouring number; the re-ask still has to be verified.
+    """
+    problems = _claim_problems(claim, numbers, article)
+    if problems:
+        hint = closest(claim, {str(s.n): s.text for s in article.sentences})
+        if hint is not None and int(hint) not in numbers:
+            problems.append(f"the sentence that states it best is {hint}")
+    return problems
+
+
+def _claim_problems(claim: str, numbers: list[int], article: PreparedArticle) -> list[str]:
+    problems = citation_problems(numbers, article)
+    if problems:
+        return problems
+    cited = " ".join(article.sentence(n).text for n in numbers)
+    missing = sorted(numbers_in(claim) - numbers_in(cited))
+    if missing:
+        problems.append(f"the number(s) {', '.join(missing)} do not appear in sentence(s) {_list(numbers)}")
+    missing_months = sorted(months_in(claim) - months_in(cited))
+    if missing_months:
+        problems.append(f"the date(s) {', '.join(missing_months)} do not appear in sentence(s) {_list(numbers)}")
+    words = content_words(claim)
+    if words:
+        overlap = len(words & content_words(cited)) / len(words)
+        if overlap < MIN_OVERLAP:
+            problems.append(f"sentence(s) {_list(numbers)} do not state this claim (too few of its words appear there)")
+        elif len(numbers) > 1:
+            padding = [
+                n
+                for n in numbers
+                if len(words & content_words(article.sentence(n).text)) / len(words) < MIN_SENTENCE_SHARE
+            ]
+            if padding:
+                problems.append(
+                    f"sentence(s) {_list(padding)} say little of this claim; cite only sentences that state it"
+                )
+    return problems
+
+
+def fact_problems(fact: FactDraft, article: PreparedArticle) -> list[str]:
+    return claim_problems(fact.claim, fact.sentences, article)
+
+
+def entity_problems(entity: EntitySentimentDraft, article: PreparedArticle) -> list[str]:
+    problems = citation_problems(entity.sentences, article) + _label_problems(entity.label, entity.score)
+    if not problems:
+        cited = _fold(" ".join(article.sentence(n).text for n in entity.sentences))
+        names = [w for w in _WORD.findall(_fold(entity.entity)) if len(w) > 2] or [_fold(entity.entity)]
+        if not any(name in cited for name in names):
+            problems.append(f"sentence(s) {_list(entity.sentences)} do not name {entity.entity!r}")
+    return problems
+
+
+def sentiment_problems(draft: SentimentDraft, article: PreparedArticle) -> list[str]:
+    """Problems with the overall judgement (entities are checked one by one)."""
+    return citation_problems(draft.sentences, article) + _label_problems(draft.overall, draft.score)
+
+
+def _label_problems(label: str, score: float) -> list[str]:
+    if label == "positive" and score <= 0:
+        return [f"label positive needs a score above 0, not {score}"]
+    if label == "negative" and score >= 0:
+        return [f"label negative needs a score below 0, not {score}"]
+    return []
+
+
+def quotes(numbers: list[int], article: PreparedArticle) -> list[SentenceQuote]:
+    """The journalist's exact sentences, filled in by the service, never by the model."""
+    return [SentenceQuote(sentence=n, quote=article.sentence(n).text) for n in numbers]
+
+
+def _list(numbers: list[int]) -> str:
+    return ", ".join(str(n) for n in numbers)

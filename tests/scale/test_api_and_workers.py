@@ -1,0 +1,72 @@
+"""``newsdigest serve --no-worker`` only enqueues; an engine worker on another process runs the job.
+
+The API writes the job row as on any backend; the dispatch trigger hands it to procrastinate in
+the same transaction, so the route needs no knowledge of the engine.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.scale.conftest import NEWSDIGEST, RecordingStub, Workers, article_in, first_line, worker_env
+
+pytest.importorskip("procrastinate", reason="the scale extra is not installed: pip install -e '.[scale]'")
+pytestmark = pytest.mark.postgres
+KEY = "scale-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_the_api_enqueues_and_a_separate_engine_worker_runs_the_job(
+    database_url: str, start_stub: Callable[[float], RecordingStub], workers: Workers, tmp_path: Path
+) -> None:
+    stub = start_stub(0.2)
+    env = worker_env(database_url, stub, api_keys=KEY)
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        api = subprocess.Popen([str(NEWSDIGEST), "serve", "--no-worker", "--port", str(port)], env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert api.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {KEY}"}
+        posted = httpx.post(f"{base}/v1/articles", json=article_in(1).model_dump(mode="json"), headers=headers)
+        assert posted.status_code == 202, posted.text
+        job_id = posted.json()["job_id"]
+        time.sleep(1.0)
+        assert httpx.get(f"{base}/v1/jobs/{job_id}", headers=headers).json()["status"] == "queued"  # no worker yet
+
+        workers.start(env)
+        deadline = time.monotonic() + 30
+        while (view := httpx.get(f"{base}/v1/jobs/{job_id}", headers=headers).json())["status"] not in (
+                "succeeded", "failed"):
+            assert time.monotonic() < deadline, f"{view}\n{workers.logs()}"
+            time.sleep(0.2)
+        assert view["status"] == "succeeded", workers.logs()
+        assert stub.count("KeyFactsDraft", first_line(1)) == 1
+        facts = httpx.get(f"{base}/v1/articles/{posted.json()['article_id']}", headers=headers).json()
+        assert facts["facts"], facts
+    finally:
+        api.terminate()
+        api.wait(timeout=15)
