@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ALLOWED_HOSTS := 127.0.0.1,localhost,::1
 PYTEST_OFFLINE := --record-mode=none --block-network --allowed-hosts=$(ALLOWED_HOSTS)
 
-.PHONY: setup setup-local run digest test record lint bench bench-scaling clean
+.PHONY: setup setup-local run digest test record lint bench bench-embedded bench-scaling clean
 
 $(BIN)/newsdigest: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+# Prefix reuse on the embedded model: shared-prefix prompts against task-first ones (~10 min).
+bench-embedded: setup-local
+	$(BIN)/newsdigest local-llm start
+	$(BIN)/python -m benchmarks.embedded
 
 # Articles per minute with 1, 2 and 4 engine worker processes on PostgreSQL (a latency stub as the model).
 bench-scaling: setup

@@ -28,10 +28,12 @@ import json
 import math
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -194,6 +196,18 @@ class _Handler(BaseHTTPRequestHandler):
                     "first_line": first_user(messages).split("\n", 1)[0][:200],
                 }
             )
+
+
+def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
+    """Start the stub in a subprocess with these command-line arguments; return it and its port."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.latency_stub", *args],
+                            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"latency stub did not start: {line!r}")
+    return proc, int(line.split()[1])
 
 
 def main(argv: list[str] | None = None) -> None:

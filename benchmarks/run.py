@@ -1,4 +1,4 @@
-"""Reproducible performance run: ``python -m benchmarks.run`` (``make bench``), about a minute.
+"""Reproducible performance run: ``python -m benchmarks.run`` (``make bench``), about two minutes.
 
 In one run, side by side, against ``benchmarks/latency_stub.py`` (a fixed delay per call, valid
 answers; started here as a subprocess on 127.0.0.1):
@@ -11,7 +11,12 @@ answers; started here as a subprocess on 127.0.0.1):
 (b) the service's own overhead per LLM call: ``CallUsage.latency_ms`` minus the injected delay;
 (c) prompt size per article and prompt against the article's own length (characters, and the
     stub's prompt_tokens = characters / 4);
-(d) tokens per call recorded from the real embedded model in ``cassettes/test_pipeline/*.yaml``.
+(d) tokens per call recorded from the real embedded model in ``cassettes/test_pipeline/*.yaml``;
+(e)-(g) the running service from a second process (``benchmarks/service_load.py``): API overhead
+    per request, a webhook burst processed exactly once, an unchanged article re-submitted.
+
+The embedded model's prefix reuse is measured apart (``python -m benchmarks.embedded``): it needs
+the model running and ten minutes.
 
 Prints Markdown tables and writes ``benchmarks/results/latest.json``. Nothing here is asserted.
 """
@@ -25,7 +30,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -37,6 +41,7 @@ from typing import Any
 import structlog
 import yaml
 
+from benchmarks import latency_stub, service_load
 from benchmarks.latency_stub import prompt_name
 from schemas import ArticleIn, CallUsage
 from service.errors import LLMError
@@ -404,21 +409,6 @@ def markdown(runs: list[dict[str, Any]], sizes: dict[str, Any], cassettes: dict[
     return "\n".join(lines)
 
 
-def start_stub() -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.latency_stub", "--delay", str(DELAY_S), "--reask-marker", REASK_MARKER],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"latency stub did not start: {line!r}")
-    return proc, int(line.split()[1])
-
-
 async def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     prompts = PromptRegistry.load(ROOT / "prompts").resolve()
@@ -427,7 +417,7 @@ async def main() -> None:
         ("20 articles", synthetic_story(20)),
         ("20 articles, 5 re-asked", synthetic_story(20, reasked=5)),
     ]
-    proc, port = start_stub()
+    proc, port = latency_stub.spawn("--delay", str(DELAY_S), "--reask-marker", REASK_MARKER)
     started = time.monotonic()
     runs = []
     try:
@@ -444,7 +434,10 @@ async def main() -> None:
     twenty = next(r for r in runs if r["label"] == "20 articles" and r["mode"] == "sequential")
     sizes = prompt_sizes(twenty, scenarios[1][1])
     cassettes = cassette_tokens()
-    table = markdown(runs, sizes, cassettes)
+    print("  the service under load (service_load) ...", file=sys.stderr)
+    load_args = service_load.parse([])
+    load = await service_load.run(load_args)
+    table = markdown(runs, sizes, cassettes) + "\n\n" + service_load.markdown(load, load_args)
     print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -459,6 +452,7 @@ async def main() -> None:
         "overhead": {"sequential": overhead(runs, "sequential"), "concurrent": overhead(runs, "concurrent")},
         "prompt_sizes": sizes,
         "cassettes": cassettes,
+        "service": {**load, "args": vars(load_args)},
         "markdown": table,
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -31,6 +31,7 @@ import asyncpg
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
 
+from benchmarks import latency_stub
 from schemas import ArticleIn
 from service.store import articles, db, jobs
 from service.store.models import Job
@@ -68,14 +69,8 @@ def _article(n: int) -> ArticleIn:
 
 
 def _start_stub(delay: float) -> tuple[subprocess.Popen[str], str]:
-    stub = subprocess.Popen([sys.executable, "-m", "benchmarks.latency_stub", "--delay", str(delay), "--facts", "2"],
-                            stdout=subprocess.PIPE, text=True)
-    assert stub.stdout is not None
-    line = stub.stdout.readline()
-    if not line.startswith("PORT "):
-        stub.kill()
-        raise SystemExit(f"the latency stub did not start: {line!r}")
-    return stub, f"http://127.0.0.1:{int(line.split()[1])}/v1"
+    stub, port = latency_stub.spawn("--delay", str(delay), "--facts", "2")
+    return stub, f"http://127.0.0.1:{port}/v1"
 
 
 def _env(url: str, llm: str, concurrency: int) -> dict[str, str]:

@@ -10,6 +10,7 @@ announced in its 202. Raise ``InputError`` for what no retry can fix; any ``LLME
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 
 import structlog
@@ -48,9 +49,21 @@ def extraction_key(article: ArticleRecord, prompts: dict[str, Prompt], ctx: JobC
                                  model=ctx.llm.model, mode=ctx.llm.mode)
 
 
+# A story refresh and the article's own job often want the same text at the same moment; the second
+# waits for the first and reads its stored result instead of paying the model again. Per process:
+# engine workers on other machines may still overlap, which costs calls, never correctness.
+_analyses_in_flight: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 async def analyse(ctx: JobContext, article: ArticleRecord, prompts: dict[str, Prompt]) -> Analysis:
     """The article's analysis from the cache, or from the model and then stored with its calls."""
     key = extraction_key(article, prompts, ctx)
+    lock = _analyses_in_flight.setdefault(key, asyncio.Lock())
+    async with lock:
+        return await _analyse_once(ctx, article, prompts, key)
+
+
+async def _analyse_once(ctx: JobContext, article: ArticleRecord, prompts: dict[str, Prompt], key: str) -> Analysis:
     async with ctx.sessions() as session:
         cached = await extractions.get_cached(session=session, cache_key=key)
     if cached is not None:

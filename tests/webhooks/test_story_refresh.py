@@ -15,8 +15,8 @@ from service.settings import Settings
 from service.store import digests, jobs, webhooks
 from service.store.models import utcnow
 from service.webhooks import DeliveryJanitor
-from tests.api.answers import analysis, article, digest_answer
-from tests.fault_server import FaultServer
+from tests.api.answers import analysis, article, digest_answer, facts_answer
+from tests.fault_server import FaultServer, delay
 from tests.webhooks.conftest import Hooks, open_hooks
 
 STORY = "council-budget"
@@ -132,3 +132,26 @@ async def test_old_deliveries_are_purged(idle_hooks: Hooks) -> None:
     assert janitor.due() and not janitor.due()
     assert await janitor.purge(sessions, retention_days=7) == 1
     assert (await idle_hooks.counts())["webhook_deliveries"] == 1
+
+
+async def test_a_refresh_that_meets_a_running_analysis_waits_for_it_instead_of_asking_again(
+    database_url: str, hook_settings: Callable[..., Settings], fault_server: FaultServer
+) -> None:
+    # No debounce and two jobs at once: the refresh starts while the article's own analysis is at the model.
+    settings = hook_settings(database_url, story_refresh_delay_s=0, worker_concurrency=2)
+    async for hooks in open_hooks(settings, fault_server):
+        payload = article(1)
+        facts, sentiment = analysis(payload)
+        hooks.faults.script([delay(1.0, facts), delay(0.5, sentiment), digest_answer([payload])])
+        response = await hooks.send("article.published", payload, msg_id="msg_overlap")
+        assert response.status_code == 202 and len(response.json()["job_ids"]) == 2
+        (analysed,) = await hooks.settle("analyze_article")
+        (refresh,) = await hooks.settle("refresh_story")
+        assert analysed.status == refresh.status == "succeeded"
+        assert analysed.locked_at and refresh.locked_at and refresh.locked_at < analysed.finished_at  # they overlapped
+        # Key facts, sentiment and the digest: the refresh read the analysis instead of paying for it again.
+        assert len(hooks.faults.completions) == 3
+        current = await _current(hooks)
+        assert current is not None
+        assert [c.quote for s in current.digest.statements for c in s.citations] == [
+            facts_answer(payload)["facts"][0]["claim"]]
