@@ -32,7 +32,7 @@ from service.errors import LLMOutputError, LLMTruncated
 from service.llm import Completion
 from service.prompts import Prompt
 from service.text import clean_inline
-from service.verify import entity_problems, fact_problems, quotes, sentiment_problems
+from service.verify import entity_problems, fact_problems, quotes, repeats, sentiment_problems
 
 MAX_FACTS = 8
 MAX_ENTITIES = 5
@@ -176,12 +176,11 @@ async def extract_facts(
         prov.rejections = [Rejection(item=item, reasons=reasons) for item, reasons in (bad2 + bad)][: prov.rejected]
         metrics.REJECTED.labels(prompt=prompt.ref).inc(prov.rejected)
     facts: list[Fact] = []
-    seen: set[str] = set()
+    kept: list[tuple[str, list[int]]] = []
     for draft in good:
-        key = " ".join(draft.claim.lower().split())
-        if key in seen or len(facts) == MAX_FACTS:
+        if repeats(draft.claim, draft.sentences, kept) or len(facts) == MAX_FACTS:
             continue
-        seen.add(key)
+        kept.append((draft.claim, draft.sentences))
         facts.append(
             Fact(id=f"F{len(facts) + 1}", claim=draft.claim.strip(), citations=quotes(draft.sentences, article))
         )

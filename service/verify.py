@@ -17,6 +17,8 @@ MAX_CITED = 3
 MIN_OVERLAP = 0.5
 #: Each cited sentence must carry this share of the claim's words, so no citation is padding.
 MIN_SENTENCE_SHARE = 0.25
+# Share of the shorter claim's words that makes a fact citing the same sentences a restatement.
+REPEAT_OVERLAP = 0.7
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 _MONTHS = (
@@ -99,6 +101,25 @@ def closest(text: str, candidates: dict[str, str]) -> str | None:
     scored = [(len(words & content_words(value)) / len(words), key) for key, value in candidates.items()]
     best_score, best = max(scored, default=(0.0, None))
     return best if best_score >= MIN_OVERLAP else None
+
+
+def repeats(claim: str, numbers: list[int], kept: list[tuple[str, list[int]]]) -> bool:
+    """Whether a claim restates a kept one: the same sentences cited, mostly the same words.
+
+    Two facts may well come from one sentence ("took 49%", "valued at $29 billion"); they differ in
+    their words or numbers. A small model's second wording of one fact shares nearly all its words
+    and adds no number.
+    """
+    words = content_words(claim)
+    for other, other_numbers in kept:
+        if claim.casefold().split() == other.casefold().split():
+            return True
+        if sorted(other_numbers) != sorted(numbers) or not numbers_in(claim) <= numbers_in(other):
+            continue
+        theirs = content_words(other)
+        if words and theirs and len(words & theirs) / min(len(words), len(theirs)) >= REPEAT_OVERLAP:
+            return True
+    return False
 
 
 def claim_problems(claim: str, numbers: list[int], article: PreparedArticle) -> list[str]:

@@ -151,6 +151,22 @@ async def test_a_number_not_in_the_cited_sentences_is_not_published(prompt: Prom
     assert digest.headline == "Wang joins Meta."  # the unsupported headline falls back to a cited statement
 
 
+async def test_a_headline_true_only_of_an_unpublished_fact_is_replaced(prompt: Prompt) -> None:
+    # "$14.3 billion" is in a verified fact (A2.F1), but no published statement cites it: the headline
+    # would be the one line an editor reads with no footnote to check it against.
+    answer = {
+        "headline": "Meta acquires Scale AI for $14.3 billion",
+        "statements": [{"text": "Meta bought 49 percent of Scale AI.", "facts": ["A1.F1"]}],
+        "disagreements": [],
+    }
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
+    assert digest.headline == "Meta bought 49 percent of Scale AI."
+
+    answer["headline"] = "Meta takes 49 percent of Scale AI"
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
+    assert digest.headline == "Meta takes 49 percent of Scale AI"
+
+
 async def test_sides_that_say_the_same_thing_are_not_a_disagreement(prompt: Prompt) -> None:
     answer = {
         "headline": "Meta takes 49 percent of Scale AI",

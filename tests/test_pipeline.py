@@ -15,6 +15,7 @@ from service.llm import LLMClient
 from service.prompts import PromptRegistry
 from service.settings import Settings
 from service.text import prepare
+from service.verify import repeats
 from tests import json_body_serializer
 from tests.conftest import ROOT, SECRET_HEADERS
 from tests.factories import EXAMPLE_IDS, example
@@ -49,6 +50,10 @@ async def test_analyze_example(name: str, recorded_settings: Settings, registry:
             for s in article.sentences
             if s.n in {c.sentence for c in fact.citations}
         )
+    # A second wording of a kept fact (same sentences, same words, no new number) is not published.
+    for i, fact in enumerate(extraction.facts):
+        earlier = [(f.claim, [c.sentence for c in f.citations]) for f in extraction.facts[:i]]
+        assert not repeats(fact.claim, [c.sentence for c in fact.citations], earlier), fact
     facts_prov = extraction.provenance["key_facts"]
     assert facts_prov.prompt == registry.get("key_facts").ref
     assert facts_prov.prompt_hash == registry.get("key_facts").sha256

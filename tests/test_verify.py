@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import EntitySentimentDraft, FactDraft, SentimentDraft
-from service.verify import entity_problems, fact_problems, numbers_in, quotes, sentiment_problems
+from service.verify import entity_problems, fact_problems, numbers_in, quotes, repeats, sentiment_problems
 from tests.factories import prepared
 
 ARTICLE = prepared(
@@ -92,3 +92,14 @@ def test_a_sentence_that_only_pads_a_citation_is_named() -> None:
         "sentence(s) 4 say little of this claim; cite only sentences that state it"]
     both = FactDraft(claim="Scale AI is valued at $29 billion after Meta's $14.3 billion stake.", sentences=[1, 3])
     assert fact_problems(both, ARTICLE) == []
+
+
+def test_a_second_wording_of_one_fact_is_a_repeat_but_a_second_fact_of_one_sentence_is_not() -> None:
+    kept = [("Alexandr Wang will step down as chief executive, he announced on June 12.", [2])]
+
+    # Same sentence, nearly the same words, no new number: one fact written twice.
+    assert repeats("Wang announced on June 12 that he will step down as chief executive.", [2], kept)
+    assert repeats("alexandr wang will  step down as chief executive, he announced on June 12.", [3], kept)
+    assert not repeats("Wang, 28, made the announcement on June 12.", [2], kept)  # a new number: another fact
+    assert not repeats("Wang announced on June 12 that he will step down as chief executive.", [2, 3], kept)
+    assert not repeats("Meta paid $14.3 billion.", [1], [("Meta took a 49 percent stake.", [1])])
