@@ -31,6 +31,14 @@ SECRET_HEADERS = [
 ]
 
 
+def no_postgres(reason: str) -> None:
+    """Skip a PostgreSQL test on a machine without the server; fail it where one is promised (CI sets
+    PYTEST_REQUIRE_POSTGRES=1), so a server that did not start cannot pass as skipped tests."""
+    if os.environ.get("PYTEST_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PYTEST_REQUIRE_POSTGRES=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def uncached_loggers() -> Iterator[None]:
     """The CLI's configure_logging caches loggers on first use, and structlog's capture_logs cannot see a

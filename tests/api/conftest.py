@@ -28,6 +28,7 @@ from service.api import create_app
 from service.settings import Settings
 from service.store import db
 from service.store.models import Base
+from tests.conftest import no_postgres
 from tests.fault_server import FaultServer, fault_server_fixture  # noqa: F401 - provides the fixture
 
 API_KEY = "test-key"
@@ -50,7 +51,7 @@ def postgres_api_url() -> Iterator[str]:
         asyncio.run(_maintenance(url, f'DROP DATABASE IF EXISTS "{url.database}"'))
         asyncio.run(_maintenance(url, f'CREATE DATABASE "{url.database}"'))
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL server for API tests at {url.render_as_string()}: {exc}")
+        no_postgres(f"no PostgreSQL server for API tests at {url.render_as_string()}: {exc}")
     rendered = url.render_as_string(hide_password=False)
     db.upgrade(rendered)
     yield rendered

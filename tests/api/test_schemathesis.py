@@ -53,6 +53,10 @@ def api_settings(database_url: str, llm_base_url: str = "http://127.0.0.1:9/v1")
 
 # The document is built without starting anything: create_app does no I/O until its lifespan.
 schema = schemathesis.openapi.from_dict(create_app(api_settings("sqlite+aiosqlite:///unused.db")).openapi())
+# Every request carries the bearer key (added below), so generated cases "without Authorization" would
+# be sent with it; and unknown query parameters are ignored by design, as HTTP APIs do for the clients
+# of a newer version. Auth failures and unknown-field bodies have tests of their own (tests/api).
+schema.config.generation.update(with_security_parameters=False, allow_extra_parameters=False)
 # Schema-valid but unusable input is refused with a documented 422 by design: an article body with no
 # readable sentence, a pinned prompt version that does not exist, an unknown article id in a digest.
 EXCLUDED = [positive_data_acceptance]
@@ -102,8 +106,16 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert model.unscripted == 0, "a model completion was requested although no worker runs"
 
 
+# Headers that frame the HTTP message itself: a garbled one is refused by uvicorn's HTTP parser with a
+# plain 400 before any route runs, which tests h11, not this API's documented answers.
+FRAMING_HEADERS = {"transfer-encoding", "content-length", "connection", "te", "trailer", "upgrade", "host", "expect"}
+
+
 def _prepare(case: Any) -> None:
-    """Cut a valid ``wait`` to 0.2 s: nothing runs the job, so the full wait would only cost time."""
+    """Cut a valid ``wait`` to 0.2 s (nothing runs the job, so the full wait would only cost time), and
+    leave the message framing to the HTTP client."""
+    for name in [h for h in (case.headers or {}) if h.lower() in FRAMING_HEADERS]:
+        del case.headers[name]
     query = case.query or {}
     value = query.get("wait")
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 60:
@@ -111,7 +123,7 @@ def _prepare(case: Any) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case: Any, base_url: str) -> None:
     _prepare(case)
     case.call_and_validate(

@@ -36,6 +36,7 @@ from service.settings import Settings
 from service.store import articles, db, jobs
 from service.store.articles import ArticleRecord
 from service.text import prepare
+from tests.conftest import no_postgres
 
 POSTGRES_SERVER = os.environ.get("PYTEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 NEWSDIGEST = Path(sys.executable).with_name("newsdigest")
@@ -58,7 +59,7 @@ def template_url() -> Iterator[URL]:
     try:
         asyncio.run(_maintenance(url, f'DROP DATABASE IF EXISTS "{url.database}"', f'CREATE DATABASE "{url.database}"'))
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL server at {url.render_as_string()}: {exc}")
+        no_postgres(f"no PostgreSQL server at {url.render_as_string()}: {exc}")
     db.upgrade(url.render_as_string(hide_password=False))
     yield url
     asyncio.run(_maintenance(url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))

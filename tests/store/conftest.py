@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.store import db
 from service.store.models import Base
+from tests.conftest import no_postgres
 
 POSTGRES_URL = os.environ.get("PYTEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/newsdigest_test")
 _SCHEMA_PREFIX = "pytest_"
@@ -92,7 +93,7 @@ def postgres() -> Iterator[Database]:
     try:
         asyncio.run(_prepare(url, schema))
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL server for store tests at {url.render_as_string()}: {exc}")
+        no_postgres(f"no PostgreSQL server for store tests at {url.render_as_string()}: {exc}")
     database = Database(
         url.render_as_string(hide_password=False),
         {"connect_args": {"server_settings": {"search_path": schema}}},

@@ -35,6 +35,7 @@ from service.settings import Settings
 from service.store import db
 from service.store.jobs import JobRecord, _record
 from service.store.models import Base, Job
+from tests.conftest import no_postgres
 from tests.fault_server import FaultServer, fault_server_fixture  # noqa: F401 - provides the fixture
 
 SECRET = "whsec_" + base64.b64encode(b"newsdigest-webhook-test-secret!!").decode()
@@ -111,7 +112,7 @@ def postgres_webhooks_url() -> Iterator[str]:
     try:
         _off_loop(lambda: _prepare_postgres(rendered, url))
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL server at {url.render_as_string()}: {exc}")
+        no_postgres(f"no PostgreSQL server at {url.render_as_string()}: {exc}")
     yield rendered
     _off_loop(lambda: asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')))
 
