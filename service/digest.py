@@ -115,6 +115,24 @@ def _text_problems(text: str, ids: list[str], index: dict[str, CitedFact], *, mi
     return problems
 
 
+def corroborating(text: str, ids: list[str], index: dict[str, CitedFact]) -> list[str]:
+    """For each outlet a statement does not cite, its first verified fact that states the statement alone.
+
+    A small model cites the facts it read first, so "1 outlet" under a statement that three outlets
+    report would mislead an editor weighing it. A fact counts only if its own sentences carry every
+    number and date of the statement and enough of its words: the same test the cited ids passed.
+    """
+    cited = {index[i].extraction.article.outlet for i in ids}
+    found: dict[str, str] = {}
+    for fact_id, entry in index.items():
+        outlet = entry.extraction.article.outlet
+        if outlet in cited or outlet in found:
+            continue
+        if not _text_problems(text, [fact_id], index, min_overlap=MIN_STATEMENT_OVERLAP):
+            found[outlet] = fact_id
+    return list(found.values())
+
+
 def draft_problems(
     draft: DigestDraft, index: dict[str, CitedFact]
 ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
@@ -248,7 +266,11 @@ async def build_digest(
     ]
     prov.rejections += [Rejection(item=draft.disagreements[i].topic, reasons=r) for i, r in bad_dis.items()]
     metrics.REJECTED.labels(prompt=prompt.ref).inc(prov.rejected)
-    statements = [_statement(st.text, st.facts, index) for i, st in enumerate(draft.statements) if i not in bad_st]
+    statements = [
+        _statement(st.text, st.facts + corroborating(st.text, st.facts, index), index)
+        for i, st in enumerate(draft.statements)
+        if i not in bad_st
+    ]
     if not statements:
         raise LLMOutputError("the model cited no verified fact in any statement, so no digest can be published")
     disagreements = (

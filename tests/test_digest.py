@@ -151,6 +151,27 @@ async def test_a_number_not_in_the_cited_sentences_is_not_published(prompt: Prom
     assert digest.headline == "Wang joins Meta."  # the unsupported headline falls back to a cited statement
 
 
+async def test_an_outlet_whose_own_fact_states_a_statement_is_cited_too(prompt: Prompt) -> None:
+    answer = {
+        "headline": "Meta takes 49 percent of Scale AI",
+        "statements": [
+            {"text": "Meta bought 49 percent of Scale AI.", "facts": ["A1.F1"]},  # TechBlog says so as well
+            {"text": "The deal valued Scale AI at $29 billion.", "facts": ["A1.F2"]},  # only the Observer
+            {"text": "Wang joins Meta.", "facts": ["A2.F2"]},  # only TechBlog
+        ],
+        "disagreements": [],
+    }
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
+
+    bought, valued, joins = digest.statements
+    assert [(c.fact_id, c.outlet, c.quote) for c in bought.citations] == [
+        ("A1.F1", "Observer", "Meta bought 49 percent of Scale AI."),
+        ("A2.F1", "TechBlog", "Meta paid $14.3 billion for 49% of Scale AI."),
+    ]
+    assert (bought.outlets, valued.outlets, joins.outlets) == (2, 1, 1)
+    assert [c.fact_id for c in valued.citations] == ["A1.F2"]
+
+
 async def test_a_headline_true_only_of_an_unpublished_fact_is_replaced(prompt: Prompt) -> None:
     # "$14.3 billion" is in a verified fact (A2.F1), but no published statement cites it: the headline
     # would be the one line an editor reads with no footnote to check it against.

@@ -477,7 +477,8 @@ STORY_ROWS = [
         "all-ok",
         lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), ok(digest_answer("A1.F1", "A2.F1"))],
         requests=5,
-        statements=[["A1.F1"], ["A2.F1"]],
+        # Both outlets report the $4.2 million budget: each statement cites the other's fact too.
+        statements=[["A1.F1", "A2.F1"], ["A2.F1", "A1.F1"]],
         digest_attempts=[1],
     ),
     StoryRow(
@@ -489,21 +490,21 @@ STORY_ROWS = [
             ok(digest_answer("A1.F1", "A2.F1")),
         ],
         requests=6,
-        statements=[["A1.F1"], ["A2.F1"]],
+        statements=[["A1.F1", "A2.F1"], ["A2.F1", "A1.F1"]],
         digest_attempts=[2],
     ),
     StoryRow(
         "digest-timeout-then-ok",
         lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), delay(2.0), ok(digest_answer("A1.F1"))],
         requests=6,
-        statements=[["A1.F1"]],
+        statements=[["A1.F1", "A2.F1"]],
         digest_attempts=[2],
     ),
     StoryRow(
         "digest-malformed-reasked",
         lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), malformed(), ok(digest_answer("A1.F2", "A2.F1"))],
         requests=6,
-        statements=[["A1.F2"], ["A2.F1"]],
+        statements=[["A1.F2"], ["A2.F1", "A1.F1"]],  # only the Herald reports the vote
         digest_attempts=[1, 1],
         reasks=1,
     ),
@@ -517,7 +518,7 @@ STORY_ROWS = [
             ok(digest_answer("A1.F1", "A2.F7")),
         ],
         requests=6,
-        statements=[["A1.F1"]],
+        statements=[["A1.F1", "A2.F1"]],
         digest_attempts=[1, 1],
         reasks=1,
         rejected=1,
