@@ -36,7 +36,7 @@ from service.extract import Completer, ask_model, reask_messages, validation_lin
 from service.prompts import Prompt
 from service.sentiment import aggregate
 from service.text import clean_inline
-from service.verify import closest, content_words, months_in, numbers_in
+from service.verify import MIN_SENTENCE_SHARE, closest, content_words, months_in, numbers_in
 
 MIN_STATEMENT_OVERLAP = 0.5
 #: Sides sharing this much of their wording, with no number of their own, report the same thing.
@@ -176,6 +176,47 @@ def _same_report(positions: list[PositionDraft]) -> bool:
     return True
 
 
+def stating(text: str, ids: list[str], index: dict[str, CitedFact]) -> list[str]:
+    """The cited ids that carry part of ``text`` themselves: a number of it, or some of its words.
+
+    A small model pads a statement with the ids of the facts next to it; published, each would add a
+    footnote that says something else and an outlet that does not report it. Unknown ids stay, so
+    they are reported as such; if no id carries anything, all stay and the statement fails its check.
+    """
+    words, numbers = content_words(text), numbers_in(text)
+
+    def carries(fact_id: str) -> bool:
+        entry = index.get(fact_id)
+        if entry is None:
+            return True
+        evidence = entry.fact.claim + " " + " ".join(q.quote for q in entry.fact.citations)
+        if numbers & numbers_in(evidence):
+            return True
+        return bool(words) and len(words & content_words(evidence)) / len(words) >= MIN_SENTENCE_SHARE
+
+    kept = [i for i in ids if carries(i)]
+    return kept or ids
+
+
+def without_padding(draft: DigestDraft, index: dict[str, CitedFact]) -> DigestDraft:
+    """The draft with every statement and side citing only the facts that state part of it."""
+    return draft.model_copy(
+        update={
+            "statements": [s.model_copy(update={"facts": stating(s.text, s.facts, index)}) for s in draft.statements],
+            "disagreements": [
+                d.model_copy(
+                    update={
+                        "positions": [
+                            p.model_copy(update={"facts": stating(p.says, p.facts, index)}) for p in d.positions
+                        ]
+                    }
+                )
+                for d in draft.disagreements
+            ],
+        }
+    )
+
+
 def _parse(data: object) -> tuple[DigestDraft | None, list[str]]:
     try:
         draft = DigestDraft.model_validate(data)
@@ -231,16 +272,25 @@ async def build_digest(
         raise InputError("no article of this story produced a verified fact; nothing to digest")
     index = fact_index(usable)
     prov = PromptProvenance(prompt=prompt.ref, prompt_hash=prompt.sha256, model=llm.model, mode=llm.mode)
+    wanted = statement_count(len(index))
     messages = prompt.messages(
         articles=prompt_articles(usable),
         language=language,
         min_statements=min(3, len(index)),
         max_statements=8,
-        n_statements=statement_count(len(index)),
+        n_statements=wanted,
     )
     answer = await ask_model(llm, prompt, messages, prov)
     draft, whole = _parse(answer.data) if not answer.problem else (None, [answer.problem])
+    draft = without_padding(draft, index) if draft else None
     bad_st, bad_dis = draft_problems(draft, index) if draft else ({}, {})
+    short = draft is not None and not (whole or bad_st or bad_dis) and len(draft.statements) < wanted
+    if short:
+        # A small model often stops after one statement and leaves the story's figures out.
+        assert draft is not None
+        cited = {f for st in draft.statements for f in st.facts}
+        whole = [f"the digest has {len(draft.statements)} statement(s) but {wanted} were asked for; add statements "
+                 f"for facts not cited yet: {', '.join(f for f in index if f not in cited)}"]
     if whole or bad_st or bad_dis:
         prov.reasks += 1
         metrics.REASKS.labels(prompt=prompt.ref).inc()
@@ -252,9 +302,12 @@ async def build_digest(
             prov,
         )
         draft2, whole2 = _parse(second.data) if not second.problem else (None, [second.problem])
+        draft2 = without_padding(draft2, index) if draft2 else None
         if draft2 is not None:
-            draft = draft2
-            bad_st, bad_dis = draft_problems(draft, index)
+            bad_st2, bad_dis2 = draft_problems(draft2, index)
+            # Asked only for more statements: keep the first answer unless the second publishes more.
+            if not short or len(draft2.statements) - len(bad_st2) > len(draft.statements):  # type: ignore[union-attr]
+                draft, bad_st, bad_dis = draft2, bad_st2, bad_dis2
         elif draft is None:
             prov.error = "no usable digest after a re-ask: " + "; ".join(whole2)[:300]
             raise LLMOutputError(prov.error)

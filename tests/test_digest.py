@@ -180,12 +180,53 @@ async def test_a_headline_true_only_of_an_unpublished_fact_is_replaced(prompt: P
         "statements": [{"text": "Meta bought 49 percent of Scale AI.", "facts": ["A1.F1"]}],
         "disagreements": [],
     }
-    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer, answer))
     assert digest.headline == "Meta bought 49 percent of Scale AI."
 
     answer["headline"] = "Meta takes 49 percent of Scale AI"
-    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer, answer))
     assert digest.headline == "Meta takes 49 percent of Scale AI"
+
+
+async def test_a_digest_shorter_than_asked_is_reasked_once_for_the_facts_it_left_out(prompt: Prompt) -> None:
+    one = {"headline": "Wang joins Meta", "statements": [{"text": "Wang joins Meta.", "facts": ["A2.F2"]}],
+           "disagreements": []}
+    two = {"headline": "Wang joins Meta", "statements": [{"text": "Wang joins Meta.", "facts": ["A2.F2"]},
+           {"text": "The deal valued Scale AI at $29 billion.", "facts": ["A1.F2"]}], "disagreements": []}
+    model = ScriptedModel(one, two)
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
+
+    assert "the digest has 1 statement(s) but 2 were asked for" in model.sent[1][-1]["content"]
+    assert "A1.F1, A1.F2, A2.F1" in model.sent[1][-1]["content"]  # the facts it left out
+    assert [s.text for s in digest.statements] == ["Wang joins Meta.", "The deal valued Scale AI at $29 billion."]
+    assert digest.provenance is not None and (digest.provenance.reasks, len(digest.provenance.calls)) == (1, 2)
+
+    # A second answer that publishes no more than the first does not replace it.
+    worse = {"headline": "x", "statements": [{"text": "Meta paid $99 billion.", "facts": ["A2.F1"]}],
+             "disagreements": []}
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(one, worse))
+    assert [s.text for s in digest.statements] == ["Wang joins Meta."]
+    assert digest.provenance is not None and digest.provenance.rejected == 0
+
+
+async def test_a_fact_that_states_nothing_of_a_statement_is_not_cited_for_it(prompt: Prompt) -> None:
+    answer = {
+        "headline": "Wang joins Meta",
+        "statements": [
+            # A1.F2 (the $29 billion valuation) is padding: none of its words or numbers are in the text.
+            {"text": "Wang joins Meta.", "facts": ["A2.F2", "A1.F2"]},
+            # Each fact carries one of the two figures: both state part of it, both are cited.
+            {"text": "Meta paid $14.3 billion; the deal valued Scale AI at $29 billion.", "facts": ["A2.F1", "A1.F2"]},
+        ],
+        "disagreements": [],
+    }
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
+
+    joins, paid = digest.statements
+    assert [(c.fact_id, c.outlet) for c in joins.citations] == [("A2.F2", "TechBlog")]
+    assert joins.outlets == 1
+    assert [(c.fact_id, c.outlet) for c in paid.citations] == [("A2.F1", "TechBlog"), ("A1.F2", "Observer")]
+    assert digest.provenance is not None and (digest.provenance.reasks, digest.provenance.rejected) == (0, 0)
 
 
 async def test_sides_that_say_the_same_thing_are_not_a_disagreement(prompt: Prompt) -> None:
