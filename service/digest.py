@@ -284,9 +284,10 @@ async def build_digest(
     draft, whole = _parse(answer.data) if not answer.problem else (None, [answer.problem])
     draft = without_padding(draft, index) if draft else None
     bad_st, bad_dis = draft_problems(draft, index) if draft else ({}, {})
-    short = draft is not None and not (whole or bad_st or bad_dis) and len(draft.statements) < wanted
+    # Under half of what was asked: a small model often stops after one statement and leaves the
+    # story's figures out. One or two short of the count is not worth another call.
+    short = draft is not None and not (whole or bad_st or bad_dis) and 2 * len(draft.statements) < wanted
     if short:
-        # A small model often stops after one statement and leaves the story's figures out.
         assert draft is not None
         cited = {f for st in draft.statements for f in st.facts}
         whole = [f"the digest has {len(draft.statements)} statement(s) but {wanted} were asked for; add statements "

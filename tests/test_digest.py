@@ -180,33 +180,49 @@ async def test_a_headline_true_only_of_an_unpublished_fact_is_replaced(prompt: P
         "statements": [{"text": "Meta bought 49 percent of Scale AI.", "facts": ["A1.F1"]}],
         "disagreements": [],
     }
-    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer, answer))
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
     assert digest.headline == "Meta bought 49 percent of Scale AI."
 
     answer["headline"] = "Meta takes 49 percent of Scale AI"
-    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer, answer))
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer))
     assert digest.headline == "Meta takes 49 percent of Scale AI"
 
 
-async def test_a_digest_shorter_than_asked_is_reasked_once_for_the_facts_it_left_out(prompt: Prompt) -> None:
+WIRE = extraction(
+    "Wire",
+    "Scale AI's founder will join Meta. Meta is building a superintelligence lab.",
+    [("Scale AI's founder will join Meta.", [1]), ("Meta is building a superintelligence lab.", [2])],
+    0.2,
+    13,
+)
+
+
+async def test_a_digest_under_half_as_long_as_asked_is_reasked_once_for_the_facts_it_left_out(
+    prompt: Prompt,
+) -> None:
     one = {"headline": "Wang joins Meta", "statements": [{"text": "Wang joins Meta.", "facts": ["A2.F2"]}],
            "disagreements": []}
     two = {"headline": "Wang joins Meta", "statements": [{"text": "Wang joins Meta.", "facts": ["A2.F2"]},
            {"text": "The deal valued Scale AI at $29 billion.", "facts": ["A1.F2"]}], "disagreements": []}
     model = ScriptedModel(one, two)
-    digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
+    digest = await build_digest([OBSERVER, TECHBLOG, WIRE], prompt, model)  # 6 facts: 3 statements asked
 
-    assert "the digest has 1 statement(s) but 2 were asked for" in model.sent[1][-1]["content"]
-    assert "A1.F1, A1.F2, A2.F1" in model.sent[1][-1]["content"]  # the facts it left out
+    assert "the digest has 1 statement(s) but 3 were asked for" in model.sent[1][-1]["content"]
+    assert "A1.F1, A1.F2, A2.F1, A3.F1, A3.F2" in model.sent[1][-1]["content"]  # the facts it left out
     assert [s.text for s in digest.statements] == ["Wang joins Meta.", "The deal valued Scale AI at $29 billion."]
     assert digest.provenance is not None and (digest.provenance.reasks, len(digest.provenance.calls)) == (1, 2)
 
     # A second answer that publishes no more than the first does not replace it.
     worse = {"headline": "x", "statements": [{"text": "Meta paid $99 billion.", "facts": ["A2.F1"]}],
              "disagreements": []}
-    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(one, worse))
+    digest = await build_digest([OBSERVER, TECHBLOG, WIRE], prompt, ScriptedModel(one, worse))
     assert [s.text for s in digest.statements] == ["Wang joins Meta."]
     assert digest.provenance is not None and digest.provenance.rejected == 0
+
+    # Two of three is close enough: no second call.
+    model = ScriptedModel(two)
+    digest = await build_digest([OBSERVER, TECHBLOG, WIRE], prompt, model)
+    assert len(model.sent) == 1 and len(digest.statements) == 2
 
 
 async def test_a_fact_that_states_nothing_of_a_statement_is_not_cited_for_it(prompt: Prompt) -> None:
