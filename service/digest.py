@@ -286,11 +286,11 @@ async def build_digest(
     bad_st, bad_dis = draft_problems(draft, index) if draft else ({}, {})
     # Under half of what was asked: a small model often stops after one statement and leaves the
     # story's figures out. One or two short of the count is not worth another call.
-    short = draft is not None and not (whole or bad_st or bad_dis) and 2 * len(draft.statements) < wanted
-    if short:
-        assert draft is not None
-        cited = {f for st in draft.statements for f in st.facts}
-        whole = [f"the digest has {len(draft.statements)} statement(s) but {wanted} were asked for; add statements "
+    first = draft if not (whole or bad_st or bad_dis) else None
+    short = first is not None and 2 * len(first.statements) < wanted
+    if first is not None and short:
+        cited = {f for st in first.statements for f in st.facts}
+        whole = [f"the digest has {len(first.statements)} statement(s) but {wanted} were asked for; add statements "
                  f"for facts not cited yet: {', '.join(f for f in index if f not in cited)}"]
     if whole or bad_st or bad_dis:
         prov.reasks += 1
@@ -307,7 +307,7 @@ async def build_digest(
         if draft2 is not None:
             bad_st2, bad_dis2 = draft_problems(draft2, index)
             # Asked only for more statements: keep the first answer unless the second publishes more.
-            if not short or len(draft2.statements) - len(bad_st2) > len(draft.statements):  # type: ignore[union-attr]
+            if first is None or not short or len(draft2.statements) - len(bad_st2) > len(first.statements):
                 draft, bad_st, bad_dis = draft2, bad_st2, bad_dis2
         elif draft is None:
             prov.error = "no usable digest after a re-ask: " + "; ".join(whole2)[:300]
