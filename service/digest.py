@@ -99,11 +99,16 @@ def text_problems(text: str, ids: list[str], index: dict[str, CitedFact], *, min
     return problems
 
 
+def _evidence(ids: list[str], index: dict[str, CitedFact]) -> str:
+    """What the facts ``ids`` put on record: their claims and the exact sentences they cite."""
+    return " ".join(index[i].fact.claim + " " + " ".join(q.quote for q in index[i].fact.citations) for i in ids)
+
+
 def _text_problems(text: str, ids: list[str], index: dict[str, CitedFact], *, min_overlap: float) -> list[str]:
     unknown = [i for i in ids if i not in index]
     if unknown:
         return [f"unknown fact id(s) {', '.join(unknown)}; cite only ids listed in the articles"]
-    evidence = " ".join(q.quote + " " + index[i].fact.claim for i in ids for q in index[i].fact.citations)
+    evidence = _evidence(ids, index)
     problems = []
     if missing := sorted(numbers_in(text) - numbers_in(evidence)):
         problems.append(f"the number(s) {', '.join(missing)} are not in the cited facts {', '.join(ids)}")
@@ -189,7 +194,7 @@ def stating(text: str, ids: list[str], index: dict[str, CitedFact]) -> list[str]
         entry = index.get(fact_id)
         if entry is None:
             return True
-        evidence = entry.fact.claim + " " + " ".join(q.quote for q in entry.fact.citations)
+        evidence = _evidence([fact_id], index)
         if numbers & numbers_in(evidence):
             return True
         return bool(words) and len(words & content_words(evidence)) / len(words) >= MIN_SENTENCE_SHARE
@@ -320,11 +325,8 @@ async def build_digest(
     ]
     prov.rejections += [Rejection(item=draft.disagreements[i].topic, reasons=r) for i, r in bad_dis.items()]
     metrics.REJECTED.labels(prompt=prompt.ref).inc(prov.rejected)
-    statements = [
-        _statement(st.text, st.facts + corroborating(st.text, st.facts, index), index)
-        for i, st in enumerate(draft.statements)
-        if i not in bad_st
-    ]
+    kept = [st for i, st in enumerate(draft.statements) if i not in bad_st]
+    statements = [_statement(st.text, st.facts + corroborating(st.text, st.facts, index), index) for st in kept]
     if not statements:
         raise LLMOutputError("the model cited no verified fact in any statement, so no digest can be published")
     disagreements = (
@@ -349,7 +351,7 @@ async def build_digest(
     # The headline carries no citation of its own, so it may say only what the published statements'
     # sentences say; a headline true of some unpublished fact ("Meta acquires Scale AI for $14.3
     # billion", of a 49% stake) would be the digest's least checked and most read line.
-    published = list(dict.fromkeys(f for i, st in enumerate(draft.statements) if i not in bad_st for f in st.facts))
+    published = list(dict.fromkeys(f for st in kept for f in st.facts))
     headline = draft.headline
     if _text_problems(headline, published, index, min_overlap=MIN_STATEMENT_OVERLAP):
         headline = statements[0].text
