@@ -1,4 +1,4 @@
-"""How fast POST /v1/webhooks/cms answers 202 under a burst: ``python benchmarks/webhook_latency.py``.
+"""How fast POST /v1/webhooks/cms answers 202 under a burst: ``python -m benchmarks.webhook_latency``.
 
 The app runs in process (httpx ASGITransport) on a fresh SQLite file, without the worker, so the
 numbers are the route's own work: verify the signature, read the event, prepare the article, and
@@ -24,10 +24,9 @@ import structlog
 from asgi_lifespan import LifespanManager
 from standardwebhooks.webhooks import Webhook
 
+from benchmarks.service_load import SECRET, signed
 from service.api import create_app
 from service.settings import Settings
-
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def _event(n: int, stories: int) -> bytes:
@@ -43,16 +42,6 @@ def _event(n: int, stories: int) -> bytes:
         "body": body,
     }
     return json.dumps({"type": "article.published", "timestamp": datetime.now(UTC).isoformat(), "data": data}).encode()
-
-
-def _headers(signer: Webhook, msg_id: str, body: bytes) -> dict[str, str]:
-    now = datetime.now(UTC)
-    return {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signer.sign(msg_id, now, body.decode()),
-    }
 
 
 def _summary(label: str, samples: list[float], wall: float) -> str:
@@ -85,7 +74,7 @@ async def run(events: int, concurrency: int, stories: int, database_url: str | N
                     body = _event(n, stories)
                     started = time.perf_counter()
                     response = await client.post(
-                        "/v1/webhooks/cms", content=body, headers=_headers(signer, f"msg_{n}", body)
+                        "/v1/webhooks/cms", content=body, headers=signed(signer, f"msg_{n}", body)
                     )
                     samples.append(time.perf_counter() - started)
                     assert response.status_code == 202, response.text
