@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ALLOWED_HOSTS := 127.0.0.1,localhost,::1
 PYTEST_OFFLINE := --record-mode=none --block-network --allowed-hosts=$(ALLOWED_HOSTS)
 
-.PHONY: setup setup-local run digest test record lint bench bench-embedded bench-scaling clean
+.PHONY: setup setup-local run digest test record lint eval eval-live bench bench-embedded bench-scaling clean
 
 $(BIN)/newsdigest: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy service schemas
 	$(BIN)/newsdigest prompts check
+
+# Digests scored against the gold stories in evals/, replayed from the embedded model's recordings.
+eval: setup
+	$(BIN)/newsdigest eval --replay $(ARGS)
+
+# The same, live against the configured endpoint (the embedded model when none is set).
+eval-live: setup
+	$(BIN)/newsdigest eval --out benchmarks/results/eval-live.json $(ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

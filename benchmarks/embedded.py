@@ -36,17 +36,17 @@ import structlog
 
 from schemas import ArticleIn
 from service.errors import LLMError
-from service.extract import prompt_context
-from service.llm import LLMClient
+from service.llm.client import LLMClient
+from service.pipeline.extract import prompt_context
+from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from service.text import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "embedded.json"
 ARTICLES = ["observer-wang-joins-meta.json", "techblog-wang-meta.json"]
 ORDER = ("key_facts", "sentiment")
-# llama.cpp's own account of a call, in the server log (service.local_llm writes it there).
+# llama.cpp's own account of a call, in the server log (service.llm.local writes it there).
 _PREFIX = re.compile(r"(\d+) prefix-match hit, remaining (\d+) prompt tokens to eval")
 _PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 _GENERATION = re.compile(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs")

@@ -3,7 +3,7 @@
 In one run, side by side, against ``benchmarks/latency_stub.py`` (a fixed delay per call, valid
 answers; started here as a subprocess on 127.0.0.1):
 
-(a) wall time of a story digest (``service.story.digest_story``) of 5 and 20 synthetic articles,
+(a) wall time of a story digest (``service.pipeline.story.digest_story``) of 5 and 20 synthetic articles,
     concurrent (``llm_max_concurrency=8``, ``sequential=False``) against the sequential baseline
     (concurrency 1, ``sequential=True``), with the ratio to the critical path: one extraction round
     (both prompts of every article at once) plus the digest call, i.e. 2 x delay, plus a round per
@@ -45,11 +45,12 @@ from benchmarks import latency_stub, service_load
 from benchmarks.latency_stub import prompt_name
 from schemas import ArticleIn, CallUsage
 from service.errors import LLMError
-from service.llm import Completion, LLMClient
+from service.llm.client import LLMClient
+from service.llm.port import Completion
+from service.pipeline.story import digest_story
+from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from service.story import digest_story
-from service.text import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"

@@ -33,9 +33,9 @@ from sqlalchemy.engine import URL
 
 from benchmarks import latency_stub
 from schemas import ArticleIn
+from service.pipeline.text import prepare
 from service.store import articles, db, jobs
 from service.store.models import Job
-from service.text import prepare
 
 NEWSDIGEST = Path(sys.executable).with_name("newsdigest")
 

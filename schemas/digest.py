@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.extraction import PromptProvenance
+from schemas.article import ArticleIn, PreparedArticle
+from schemas.extraction import ArticleRef, PromptProvenance
+from schemas.facts import Fact, Rejection, SentenceQuote
 from schemas.sentiment import SentimentLabel
 
 FACT_ID_PATTERN = r"^A\d+\.F\d+$"
@@ -55,11 +57,23 @@ class Citation(BaseModel):
     sentence: int
     quote: str
 
+    @classmethod
+    def of(cls, fact_id: str, article: ArticleRef, quote: SentenceQuote) -> Citation:
+        return cls(fact_id=fact_id, article_id=article.article_id, outlet=article.outlet,
+                   published_at=article.published_at, url=article.url, sentence=quote.sentence, quote=quote.quote)
+
+
+WrittenBy = Literal["model", "service"]
+
 
 class Statement(BaseModel):
     text: str
     citations: list[Citation] = Field(min_length=1)
-    outlets: int = Field(description="Distinct outlets that support it (corroboration).")
+    outlets: int = Field(description="Independent outlets that support it (corroboration); a copy counts once.")
+    written_by: WrittenBy = Field(
+        default="model",
+        description="model: worded by the model and verified; service: a verified claim published as written.",
+    )
 
 
 class Position(BaseModel):
@@ -70,7 +84,11 @@ class Position(BaseModel):
 
 class Disagreement(BaseModel):
     topic: str
+    kind: str | None = Field(default=None, description="What differs: amount, date, title, organisation, count...")
     positions: list[Position] = Field(min_length=2)
+    written_by: WrittenBy = Field(
+        default="model", description="model: proposed by the model and verified; service: found by the service."
+    )
 
 
 class OutletSentiment(BaseModel):
@@ -105,6 +123,19 @@ class Source(BaseModel):
     status: Literal["used", "failed", "duplicate", "other_language"] = "used"
     error: str | None = None
     facts: int = 0
+    copy_of: str | None = Field(default=None, description="Outlet whose text this one repeats almost word for word.")
+    verified: list[Fact] = Field(default_factory=list, description="Its verified facts, as the editor audits them.")
+    rejected: list[Rejection] = Field(default_factory=list, description="What was dropped, with the reasons.")
+
+    @classmethod
+    def of(cls, article: ArticleRef | PreparedArticle | ArticleIn, *, article_id: str | None = None,
+           **outcome: Any) -> Source:
+        """The source line for ``article``, with its outcome (status, error, facts...)."""
+        if article_id is None:
+            article_id = (article.article_id if isinstance(article, ArticleRef)
+                          else article.cms_id if isinstance(article, PreparedArticle) else article.id)
+        return cls(article_id=article_id, outlet=article.outlet, title=article.title, url=article.url,
+                   published_at=article.published_at, language=article.language, **outcome)
 
 
 class Digest(BaseModel):
@@ -113,6 +144,9 @@ class Digest(BaseModel):
     story_id: str | None = None
     headline: str
     statements: list[Statement]
+    also_reported: list[Statement] = Field(
+        default_factory=list, description="Verified facts beyond the statements' cap, each cited: none is lost."
+    )
     disagreements: list[Disagreement] = Field(default_factory=list)
     sentiment: StorySentiment | None = None
     sources: list[Source]

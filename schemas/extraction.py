@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from schemas.article import PreparedArticle
 from schemas.facts import Fact, Rejection
 from schemas.sentiment import Sentiment
 from schemas.usage import CallUsage, Usage
@@ -20,6 +21,9 @@ class PromptProvenance(BaseModel):
     mode: str
     calls: list[CallUsage] = Field(default_factory=list)
     reasks: int = 0
+    repaired: int = Field(
+        default=0, description="Items whose citation the service moved to the sentences that state them."
+    )
     rejected: int = Field(default=0, description="Items dropped after the re-ask.")
     rejections: list[Rejection] = Field(default_factory=list)
     error: str | None = Field(default=None, description="Set when this prompt produced nothing usable.")
@@ -40,6 +44,20 @@ class ArticleRef(BaseModel):
     language: str | None = None
     content_hash: str
     sentence_count: int
+
+    @classmethod
+    def of(cls, article: PreparedArticle, article_id: str | None = None) -> ArticleRef:
+        """The reference to cite ``article`` by; ``article_id`` defaults to the CMS's own id."""
+        return cls(
+            article_id=article_id or article.cms_id,
+            outlet=article.outlet,
+            title=article.title,
+            url=article.url,
+            published_at=article.published_at,
+            language=article.language,
+            content_hash=article.content_hash,
+            sentence_count=len(article.sentences),
+        )
 
 
 class Extraction(BaseModel):

@@ -35,6 +35,11 @@ class Fact(BaseModel):
     id: str = Field(description="F1, F2, ... in the article's order.")
     claim: str
     citations: list[SentenceQuote] = Field(min_length=1, max_length=3)
+    repaired_from: list[int] | None = Field(
+        default=None,
+        description="Set when the service moved the citation: the sentences the model had cited, "
+        "which do not state it.",
+    )
 
 
 class Rejection(BaseModel):

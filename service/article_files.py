@@ -8,7 +8,7 @@ import trafilatura
 from pydantic import ValidationError
 
 from schemas import ArticleIn
-from service.errors import InputError, UndecodableArticleError
+from service.errors import InputError, UndecodableArticleError, validation_lines
 
 
 def decode(data: bytes, name: str) -> str:
@@ -45,7 +45,5 @@ def load_article(path: Path) -> ArticleIn:
             title, _, body = text.partition("\n")
             return ArticleIn(outlet=path.stem, title=title.strip(), body=body)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path}: invalid article: {where}: {first['msg']}") from exc
+        raise InputError(f"{path}: invalid article: {validation_lines(exc)[0]}") from exc
     raise InputError(f"{path}: unsupported file type {suffix!r}; use .txt, .html or .json")

@@ -18,21 +18,13 @@ from pydantic import SecretStr
 
 from schemas.webhooks import DigestUpdated
 from service import metrics
-from service.errors import NewsdigestError
+from service.errors import CallbackFailed
 from service.webhooks import signer
 
 log = structlog.get_logger(__name__)
 
 #: Enough of the CMS's error answer to tell why, little enough to keep in the job row.
 _ERROR_BODY_CHARS = 200
-
-
-class CallbackFailed(NewsdigestError):
-    """Raised when the CMS did not take a callback: no connection, a timeout or a non-2xx answer."""
-
-    type = "https://newsdigest.dev/problems/callback-failed"
-    title = "Callback to the CMS failed"
-    status = 502
 
 
 def signed_headers(*, secret: SecretStr, webhook_id: str, body: str, at: datetime | None = None) -> dict[str, str]:

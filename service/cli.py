@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -16,16 +17,18 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from schemas import PreparedArticle
-from service import render
+from service import metrics
 from service.article_files import load_article
 from service.errors import InputError, LLMError, NewsdigestError
-from service.extract import extract_article
-from service.llm import LLMClient
+from service.llm.client import LLMClient
+from service.llm.factory import open_llm
 from service.logs import configure_logging
+from service.pipeline import render
+from service.pipeline.extract import extract_article
+from service.pipeline.story import StoryOptions, digest_story, prepare_all
+from service.pipeline.text import prepare
 from service.prompts import LOCK_FILE, PromptRegistry
 from service.settings import Settings
-from service.story import digest_story
-from service.text import prepare
 
 app = typer.Typer(help="Verified facts, sentiment and one cited digest per news story.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Versioned prompts.", no_args_is_help=True)
@@ -82,14 +85,16 @@ def _settings() -> Settings:
     return settings
 
 
-async def _llm(settings: Settings) -> LLMClient:
+@asynccontextmanager
+async def _llm(settings: Settings) -> AsyncIterator[LLMClient]:
     if settings.uses_local_llm:
-        from service import local_llm
+        from service.llm import local as local_llm
 
         if not local_llm.status(settings).running:
             err.print("No LLM endpoint configured: starting the embedded local model (first time: minutes)…")
             await asyncio.to_thread(local_llm.start, settings)
-    return LLMClient(settings)
+    async with open_llm(settings, shared_window=False) as client:
+        yield client
 
 
 def _emit(text: str, out_file: Path | None) -> None:
@@ -111,23 +116,22 @@ def analyze(files: Files, format: ArticleFormat = ArticleFormat.md, prompt: Pins
         prepared: list[PreparedArticle] = [
             prepare(load_article(f), max_chars=settings.max_article_chars) for f in files
         ]
-        llm = await _llm(settings)
         rendered = []
-        try:
+        async with _llm(settings) as llm:
             with Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
             ) as progress:
                 for item in prepared:
                     task = progress.add_task(f"analysing {item.outlet}: {item.title[:60]}")
-                    extraction = await extract_article(item, prompts, llm, sequential=settings.uses_local_llm)
+                    extraction = await extract_article(item, prompts, llm, sequential=settings.uses_local_llm,
+                                                       section_chars=settings.article_section_chars)
+                    metrics.record_outcomes(extraction.provenance.values())
                     progress.remove_task(task)
                     rendered.append(
                         extraction.model_dump_json(indent=2)
                         if format is ArticleFormat.json
                         else render.extraction_markdown(extraction)
                     )
-        finally:
-            await llm.close()
         return rendered
 
     results = _run(work())
@@ -151,35 +155,72 @@ def digest(
     async def work() -> str:
         registry = PromptRegistry.load(settings.prompts_dir, settings.prompt_versions)
         prompts = registry.resolve(prompt)
-        articles = [load_article(f) for f in files]
-        llm = await _llm(settings)
-        try:
+        ready, failed = prepare_all([load_article(f) for f in files], max_chars=settings.max_article_chars)
+        options = StoryOptions(sequential=settings.uses_local_llm, section_chars=settings.article_section_chars,
+                               language=settings.digest_language, story_id=story)
+        async with _llm(settings) as llm:
             with Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
             ) as progress:
-                task = progress.add_task(f"analysing {len(articles)} articles", total=len(articles) + 1)
+                task = progress.add_task(f"analysing {len(ready)} articles", total=len(ready) + 1)
 
                 def step(stage: str, item: PreparedArticle | None) -> None:
                     label = f"analysed {item.outlet}" if item else "writing the digest"
                     progress.update(task, advance=1 if item else 0, description=label)
 
-                result = await digest_story(
-                    articles,
-                    prompts,
-                    llm,
-                    max_chars=settings.max_article_chars,
-                    sequential=settings.uses_local_llm,
-                    language=settings.digest_language,
-                    story_id=story,
-                    on_progress=step,
-                )
-        finally:
-            await llm.close()
+                result = await digest_story(ready, prompts, llm, options, failed=failed, on_progress=step)
+        metrics.record_outcomes([result.provenance] if result.provenance else [])
         if format is DigestFormat.json:
             return render.digest_json(result)
         return render.digest_html(result) if format is DigestFormat.html else render.digest_markdown(result)
 
     _emit(_run(work()), out_file)
+
+
+@app.command("eval")
+def eval_command(
+    stories: Annotated[list[Path] | None, typer.Argument(
+        help="Gold story folders (default: every evals/*/ with a gold.yaml).")] = None,
+    prompt: Pins = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", help="Another variant to score beside the active prompts: 'digest@2,key_facts@2' or "
+        "'model=NAME' (repeatable).")] = None,
+    replay: Annotated[bool, typer.Option(
+        help="Replay the embedded model's recordings (offline, deterministic) instead of calling a model.")] = False,
+    out_file: Annotated[Path, typer.Option("--out", help="Where the scores go as JSON.")] = Path(
+        "benchmarks/results/eval.json"),
+) -> None:
+    """Score digests against gold annotations: central facts, outlets, disagreements, faithfulness, cost."""
+    from service.quality import report
+    from service.quality.gold import stories as gold_stories
+
+    settings = _settings()
+    root = settings.prompts_dir.parent
+    folders = stories or gold_stories(root / "evals")
+    if not folders:
+        err.print(f"[red]error:[/red] no gold story under {root / 'evals'}")
+        raise typer.Exit(2)
+    variants = [report.Variant(label="active" + (f" ({', '.join(prompt)})" if prompt else ""), pins=prompt or [])]
+    variants += [report.Variant.parse(spec) for spec in compare or []]
+
+    async def work() -> dict[str, dict[str, report.StoryScore]]:
+        registry = PromptRegistry.load(settings.prompts_dir, settings.prompt_versions)
+        options = StoryOptions(sequential=settings.uses_local_llm, section_chars=settings.article_section_chars,
+                               language=settings.digest_language)
+        results = {}
+        for variant in variants:
+            chosen = settings.model_copy(update={"llm_model": variant.model}) if variant.model else settings
+            client = open_llm(chosen, shared_window=False) if replay else _llm(chosen)
+            async with client as llm:
+                results[variant.label] = await report.run_variant(
+                    folders, variant, registry, llm, options, max_chars=settings.max_article_chars,
+                    cassette_dir=root / "cassettes", replay=replay)
+        return results
+
+    results = _run(work())
+    out.print(report.table(results))
+    report.write(out_file, results, model=settings.effective_model, mode=settings.effective_mode)
+    err.print(f"wrote {out_file}")
 
 
 @prompts_app.command("list")
@@ -223,7 +264,7 @@ def prompts_lock() -> None:
 @local_app.command("start")
 def local_start() -> None:
     """Assemble and check the embedded model, then serve it on 127.0.0.1."""
-    from service import local_llm
+    from service.llm import local as local_llm
 
     settings = _settings()
     try:
@@ -237,7 +278,7 @@ def local_start() -> None:
 @local_app.command("stop")
 def local_stop() -> None:
     """Stop the embedded model server."""
-    from service import local_llm
+    from service.llm import local as local_llm
 
     stopped = local_llm.stop(_settings())
     out.print("stopped" if stopped else "not running")
@@ -246,7 +287,7 @@ def local_stop() -> None:
 @local_app.command("status")
 def local_status() -> None:
     """Whether the embedded model server runs, and where."""
-    from service import local_llm
+    from service.llm import local as local_llm
 
     state = local_llm.status(_settings())
     out.print_json(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(state).items()}))

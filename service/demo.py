@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from service import local_llm
+from service.llm import local as local_llm
 from service.settings import Settings
 
 STORY = "meta-scale-ai"

@@ -8,7 +8,13 @@ exactly one place (a problem+json body, or one line and an exit code)::
     │   ├── EmptyArticleError       nothing readable left after preparing the text
     │   ├── ArticleTooLargeError     body over the configured size (413)
     │   ├── UndecodableArticleError bytes that are not text in any encoding we accept
-    │   └── NotFoundError           an article, digest, story or job id that does not exist (404)
+    │   ├── NotFoundError           an article, digest, story or job id that does not exist (404)
+    │   ├── InvalidEvent            a correctly signed webhook body that is not an event we read
+    │   └── IdempotencyKeyReused    an Idempotency-Key sent again with a different request
+    ├── Unauthorized                no valid API key on /v1 (401)
+    ├── InvalidSignature            a webhook's signature headers missing, stale or wrong (401)
+    ├── IdempotencyKeyInUse         the first request with this Idempotency-Key still runs (409)
+    ├── CallbackFailed              the CMS did not take a digest.updated callback (retried)
     ├── LLMError                    the model or its endpoint failed us
     │   ├── LLMUnavailable          connection refused, reset or timed out (retried)
     │   ├── LLMHTTPError            an error status from the endpoint (429/5xx retried)
@@ -16,14 +22,20 @@ exactly one place (a problem+json body, or one line and an exit code)::
     │       ├── LLMRefusal          the model declined to answer
     │       └── LLMTruncated        the answer was cut off (finish_reason=length)
     ├── PromptError                 a prompt file, version or lock is wrong (our mistake)
+    │   └── UnknownPromptVersion    a pinned prompt version that does not exist (422)
     └── ConfigError                 settings that cannot work (our mistake, or the operator's)
 
-Stages catch these, never the SDK's exceptions: ``service.llm`` maps those at its one boundary.
+Stages catch these, never the SDK's exceptions: ``service.llm.client`` maps those at its one boundary.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+#: Every problem ``type`` starts here; ``PROBLEM_TYPE + kind`` names one.
+PROBLEM_TYPE = "https://newsdigest.dev/problems/"
 
 
 class NewsdigestError(Exception):
@@ -43,13 +55,10 @@ class NewsdigestError(Exception):
         return {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail, **self.extra}
 
 
-_PREFIX = "https://newsdigest.dev/problems/"
-
-
 class InputError(NewsdigestError):
     """Raised when the caller's article or request cannot be used."""
 
-    type = _PREFIX + "invalid-input"
+    type = PROBLEM_TYPE + "invalid-input"
     title = "Invalid input"
     status = 422
 
@@ -57,14 +66,14 @@ class InputError(NewsdigestError):
 class EmptyArticleError(InputError):
     """Raised when an article has no readable sentence after preparation."""
 
-    type = _PREFIX + "empty-article"
+    type = PROBLEM_TYPE + "empty-article"
     title = "Article has no readable text"
 
 
 class ArticleTooLargeError(InputError):
     """Raised when an article body exceeds ``max_article_chars``."""
 
-    type = _PREFIX + "article-too-large"
+    type = PROBLEM_TYPE + "article-too-large"
     title = "Article too large"
     status = 413
 
@@ -72,14 +81,14 @@ class ArticleTooLargeError(InputError):
 class UndecodableArticleError(InputError):
     """Raised when an article file is binary or not valid text."""
 
-    type = _PREFIX + "undecodable-article"
+    type = PROBLEM_TYPE + "undecodable-article"
     title = "Article is not text"
 
 
 class NotFoundError(InputError):
     """Raised when an id names nothing stored."""
 
-    type = _PREFIX + "not-found"
+    type = PROBLEM_TYPE + "not-found"
     title = "Not found"
     status = 404
 
@@ -87,11 +96,11 @@ class NotFoundError(InputError):
 class LLMError(NewsdigestError):
     """Raised when the model endpoint fails or answers unusably."""
 
-    type = _PREFIX + "llm-error"
+    type = PROBLEM_TYPE + "llm-error"
     title = "Language model failed"
     status = 502
 
-    #: What the failed call cost (a ``schemas.CallUsage``), set by ``service.llm``.
+    #: What the failed call cost (a ``schemas.CallUsage``), set by ``service.llm.client``.
     usage: Any = None
     #: The unusable answer's raw text, kept for the re-ask and for debugging.
     content: str | None = None
@@ -100,7 +109,7 @@ class LLMError(NewsdigestError):
 class LLMUnavailable(LLMError):
     """Raised when the endpoint cannot be reached or does not answer in time."""
 
-    type = _PREFIX + "llm-unavailable"
+    type = PROBLEM_TYPE + "llm-unavailable"
     title = "Language model unreachable"
     status = 503
 
@@ -108,7 +117,7 @@ class LLMUnavailable(LLMError):
 class LLMHTTPError(LLMError):
     """Raised when the endpoint answers with an error status."""
 
-    type = _PREFIX + "llm-http-error"
+    type = PROBLEM_TYPE + "llm-http-error"
     title = "Language model returned an error"
 
     def __init__(
@@ -135,28 +144,28 @@ class LLMHTTPError(LLMError):
 class LLMOutputError(LLMError):
     """Raised when the model answered but the answer cannot be used."""
 
-    type = _PREFIX + "llm-output"
+    type = PROBLEM_TYPE + "llm-output"
     title = "Language model answer unusable"
 
 
 class LLMRefusal(LLMOutputError):
     """Raised when the model refuses the task."""
 
-    type = _PREFIX + "llm-refusal"
+    type = PROBLEM_TYPE + "llm-refusal"
     title = "Language model refused"
 
 
 class LLMTruncated(LLMOutputError):
     """Raised when the answer was cut off at max_tokens."""
 
-    type = _PREFIX + "llm-truncated"
+    type = PROBLEM_TYPE + "llm-truncated"
     title = "Language model answer cut off"
 
 
 class PromptError(NewsdigestError):
     """Raised when a prompt file, version or lock entry is wrong."""
 
-    type = _PREFIX + "prompt-error"
+    type = PROBLEM_TYPE + "prompt-error"
     title = "Prompt error"
     status = 500
 
@@ -164,7 +173,7 @@ class PromptError(NewsdigestError):
 class UnknownPromptVersion(PromptError):
     """Raised when a request or setting pins a prompt version that does not exist."""
 
-    type = _PREFIX + "unknown-prompt-version"
+    type = PROBLEM_TYPE + "unknown-prompt-version"
     title = "Unknown prompt version"
     status = 422
 
@@ -172,6 +181,70 @@ class UnknownPromptVersion(PromptError):
 class ConfigError(NewsdigestError):
     """Raised when settings cannot work."""
 
-    type = _PREFIX + "config-error"
+    type = PROBLEM_TYPE + "config-error"
     title = "Configuration error"
     status = 500
+
+
+class InvalidEvent(InputError):
+    """Raised when a correctly signed webhook body is not an event we can read."""
+
+    type = PROBLEM_TYPE + "invalid-event"
+    title = "Invalid webhook event"
+
+
+class IdempotencyKeyReused(InputError):
+    """Raised when an Idempotency-Key comes back with a different request."""
+
+    type = PROBLEM_TYPE + "idempotency-key-reused"
+    title = "Idempotency-Key reused for a different request"
+    status = 422
+
+
+class Unauthorized(NewsdigestError):
+    """Raised when a request to /v1 has no valid API key."""
+
+    type = PROBLEM_TYPE + "unauthorized"
+    title = "Unauthorized"
+    status = 401
+
+
+class InvalidSignature(NewsdigestError):
+    """Raised when a webhook's signature headers are missing, malformed, stale or do not match."""
+
+    type = PROBLEM_TYPE + "invalid-signature"
+    title = "Invalid webhook signature"
+    status = 401
+
+
+class IdempotencyKeyInUse(NewsdigestError):
+    """Raised when a request with the same Idempotency-Key is still being processed."""
+
+    type = PROBLEM_TYPE + "idempotency-key-in-use"
+    title = "Request with this Idempotency-Key still in progress"
+    status = 409
+
+
+class CallbackFailed(NewsdigestError):
+    """Raised when the CMS did not take a callback: no connection, a timeout or a non-2xx answer."""
+
+    type = PROBLEM_TYPE + "callback-failed"
+    title = "Callback to the CMS failed"
+    status = 502
+
+
+def validation_errors(exc: ValidationError, *, prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """Where and why, never the value sent: ``{"loc", "msg", "type"}`` per error."""
+    return [
+        {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def validation_lines(exc: ValidationError, where: str = "") -> list[str]:
+    """One line per error, ``where.loc: msg``: how a re-ask, a CLI error and a 422 detail list them."""
+    lines = []
+    for err in validation_errors(exc):
+        loc = ".".join(str(part) for part in err["loc"])
+        lines.append(f"{where}{'.' if where and loc else ''}{loc}: {err['msg']}")
+    return lines

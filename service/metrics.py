@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from schemas import PromptProvenance
 
 LLM_CALLS = Counter("newsdigest_llm_calls_total", "Model calls by prompt and outcome.", ["prompt", "outcome"])
 LLM_RETRIES = Counter("newsdigest_llm_retries_total", "Retried model attempts.", ["prompt", "error_type"])
@@ -23,3 +27,13 @@ WEBHOOK_EVENTS = Counter(
     "newsdigest_webhook_events_total", "CMS webhook deliveries by event type and outcome.", ["type", "outcome"]
 )
 CALLBACKS = Counter("newsdigest_callbacks_total", "digest.updated delivery attempts by outcome.", ["outcome"])
+REPAIRED = Counter("newsdigest_repaired_items_total", "Facts whose citation the service moved to the sentences "
+                   "that state them.", ["prompt"])
+
+
+def record_outcomes(provenances: Iterable[PromptProvenance]) -> None:
+    """Count what the pipeline reports in its provenance, at the edge where its result is kept."""
+    for prov in provenances:
+        REASKS.labels(prompt=prov.prompt).inc(prov.reasks)
+        REJECTED.labels(prompt=prov.prompt).inc(prov.rejected)
+        REPAIRED.labels(prompt=prov.prompt).inc(prov.repaired)

@@ -17,6 +17,10 @@ LOCAL_LLM_HOST = "127.0.0.1"
 LOCAL_LLM_PORT = 8765
 
 
+#: Tokens a prompt needs besides the article: the answer (max_tokens) and the system and task text.
+_ANSWER_AND_INSTRUCTIONS = 1_700
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. ``Settings()`` reads the environment."""
 
@@ -43,6 +47,9 @@ class Settings(BaseSettings):
     llm_retry_max_wait_s: float = 30.0
     llm_retry_initial_wait_s: float = 0.5
     llm_temperature: float | None = None
+    # The model's context in tokens; an article longer than it holds is read in sections. Unset: the
+    # embedded model's own context, and none for a hosted endpoint (128k-token models read any article whole).
+    llm_context_tokens: int | None = Field(default=None, ge=2048)
 
     local_llm_dir: Path = Path("data/local-llm")
     local_llm_port: int = LOCAL_LLM_PORT
@@ -196,6 +203,13 @@ class Settings(BaseSettings):
         if self.llm_timeout_s is not None:
             return self.llm_timeout_s
         return 900.0 if self.uses_local_llm else 120.0
+
+    @property
+    def article_section_chars(self) -> int | None:
+        """Characters of numbered article one prompt can carry: the context less the answer and the
+        prompt's own text, at 3.5 characters a token (numbered news text runs 3.5 to 4.2)."""
+        tokens = self.llm_context_tokens or (self.local_llm_ctx if self.uses_local_llm else None)
+        return None if tokens is None else max(2_000, (tokens - _ANSWER_AND_INSTRUCTIONS) * 7 // 2)
 
     @property
     def effective_mode(self) -> LLMMode:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from schemas.webhooks import CMS_EVENT_TYPES, CmsEvent
-from service.errors import ConfigError, InputError, NewsdigestError
+from service.errors import ConfigError, InvalidEvent, InvalidSignature, validation_errors
 from service.store import webhooks as deliveries
 
 log = structlog.get_logger(__name__)
@@ -33,21 +33,6 @@ HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 #: The store's column width; a longer id could not be remembered, so it could not be deduplicated.
 MAX_WEBHOOK_ID = 255
 _EVENT: TypeAdapter[CmsEvent] = TypeAdapter(CmsEvent)
-
-
-class InvalidSignature(NewsdigestError):
-    """Raised when a webhook's signature headers are missing, malformed, stale or do not match."""
-
-    type = "https://newsdigest.dev/problems/invalid-signature"
-    title = "Invalid webhook signature"
-    status = 401
-
-
-class InvalidEvent(InputError):
-    """Raised when a correctly signed webhook body is not an event we can read."""
-
-    type = "https://newsdigest.dev/problems/invalid-event"
-    title = "Invalid webhook event"
 
 
 @dataclass(frozen=True)
@@ -105,10 +90,7 @@ def parse_event(body: bytes) -> CmsEvent:
     try:
         return _EVENT.validate_json(body)
     except ValidationError as exc:
-        errors = [
-            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)
-        ]
+        errors = validation_errors(exc, prefix=("body",))
         listing = "; ".join(".".join(str(p) for p in e["loc"][1:]) + f": {e['msg']}" for e in errors[:10])
         raise InvalidEvent(f"{len(errors)} invalid field(s): {listing}", errors=errors) from exc
 

@@ -13,7 +13,7 @@ import structlog
 
 from service.prompts import PromptRegistry
 from service.settings import LOCAL_LLM_PORT, Settings
-from tests import json_body_serializer
+from service.quality import cassettes as json_body_serializer
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Recording reads the real key from here; replay never needs one.
@@ -106,6 +106,8 @@ def recorded_settings(tmp_path: Path) -> Settings:
         llm_timeout_s=600,
         llm_retry_initial_wait_s=0,
         llm_retry_max_wait_s=0,
+        # The embedded model's context, so long articles are read in the sections it was recorded with.
+        llm_context_tokens=8192,
         database_url=f"sqlite+aiosqlite:///{tmp_path}/nd.db",
     )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from schemas import ArticleIn, PreparedArticle
 from service.article_files import load_article
-from service.text import prepare
+from service.pipeline.text import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples" / "articles").glob("*.json"))

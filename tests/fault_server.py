@@ -3,7 +3,7 @@
 THIS IS A TEST DOUBLE, NOT A MODEL. Every answer it gives is written by hand, on purpose: its
 job is to produce the failures a real endpoint produces rarely and unpredictably (429 with
 Retry-After, spent quota, 5xx, slow answers, dropped connections, broken or cut-off JSON,
-refusals) so that the real ``openai`` client in ``service.llm`` can be tested against real
+refusals) so that the real ``openai`` client in ``service.llm.client`` can be tested against real
 sockets instead of a mocked client. Happy-path behaviour against a real model is covered by the
 recorded cassettes, never by this server.
 

@@ -10,8 +10,8 @@ import vcr
 from typer.testing import CliRunner
 
 from service.cli import app
-from service.text import prepare
-from tests import json_body_serializer
+from service.pipeline.text import prepare
+from service.quality import cassettes as json_body_serializer
 from tests.conftest import RECORDING_BASE_URL, ROOT, SECRET_HEADERS
 from tests.factories import example
 

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from schemas import ArticleIn, CallUsage, Extraction, Fact, Sentiment
-from service.digest import build_digest, fact_index
 from service.errors import InputError, LLMOutputError
-from service.extract import article_ref
-from service.llm import Completion
+from service.llm.port import Completion
+from service.pipeline.digest import build_digest, fact_index
+from service.pipeline.extract import article_ref
+from service.pipeline.text import prepare
+from service.pipeline.verify import quotes
 from service.prompts import Prompt, PromptRegistry
-from service.text import prepare
-from service.verify import quotes
 
 
 class ScriptedModel:

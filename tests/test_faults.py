@@ -1,8 +1,8 @@
 """The fault matrix: every way an endpoint fails, through the real pipeline, seen from outside.
 
 Each row scripts tests/fault_server.py (real sockets, the real ``openai`` client inside
-``service.llm.LLMClient``) and runs ``service.extract.extract_article`` or
-``service.story.digest_story`` as the API and the CLI do. A row states what a caller would see:
+``service.llm.client.LLMClient``) and runs ``service.pipeline.extract.extract_article`` or
+``service.pipeline.story.digest_story`` as the API and the CLI do. A row states what a caller would see:
 recovered after k attempts (``provenance.calls[].attempts``), re-asked once and then exactly so
 many facts kept and rejected, or a typed error, with the number of HTTP requests bounded by the
 settings. Whatever happens, no fact is returned whose quotes are not the sentences it cites.
@@ -32,12 +32,12 @@ from service.errors import (
     LLMUnavailable,
     NewsdigestError,
 )
-from service.extract import extract_article
-from service.llm import LLMClient
+from service.llm.client import LLMClient
+from service.pipeline.extract import extract_article
+from service.pipeline.story import digest_story
+from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from service.story import digest_story
-from service.text import prepare
 from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
     MALFORMED_CONTENT,
     Fault,

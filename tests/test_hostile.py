@@ -21,13 +21,13 @@ import pytest_asyncio
 
 from schemas import ArticleIn, Digest, Extraction, PreparedArticle
 from service.errors import ArticleTooLargeError
-from service.extract import extract_article, prompt_context
-from service.llm import LLMClient
+from service.llm.client import LLMClient
+from service.pipeline.extract import extract_article, prompt_context
+from service.pipeline.story import digest_story
+from service.pipeline.text import prepare
+from service.pipeline.verify import numbers_in
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from service.story import digest_story
-from service.text import prepare
-from service.verify import numbers_in
 from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
     FaultServer,
     fault_server_fixture,

@@ -1,4 +1,4 @@
-"""service.llm against a real socket: the real openai client talks to tests/fault_server.py.
+"""service.llm.client against a real socket: the real openai client talks to tests/fault_server.py.
 
 Nothing here mocks the client. Each test scripts the server's answers, makes one or two real
 ``LLMClient.complete`` calls and checks what a caller would notice: the error raised and its
@@ -24,11 +24,11 @@ from pydantic import BaseModel
 from schemas import ArticleIn
 from schemas.facts import KeyFactsDraft
 from service.errors import LLMError, LLMHTTPError, LLMOutputError, LLMRefusal, LLMTruncated, LLMUnavailable
-from service.extract import prompt_context
-from service.llm import LLMClient, strict_schema
+from service.llm.client import LLMClient, strict_schema
+from service.pipeline.extract import prompt_context
+from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from service.text import prepare
 from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
     MALFORMED_CONTENT,
     REFUSAL_TEXT,

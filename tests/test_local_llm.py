@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service import local_llm
 from service.errors import ConfigError
+from service.llm import local as local_llm
 from service.settings import Settings
 
 CHUNKS = [b"GGUF" + b"a" * 3000, b"b" * 2500, b"tail-bytes"]

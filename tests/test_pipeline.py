@@ -9,14 +9,14 @@ import pytest
 import vcr
 
 from schemas import Extraction
-from service.digest import build_digest
-from service.extract import extract_article
-from service.llm import LLMClient
+from service.llm.client import LLMClient
+from service.pipeline.digest import build_digest
+from service.pipeline.extract import extract_article
+from service.pipeline.text import prepare
+from service.pipeline.verify import repeats
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from service.text import prepare
-from service.verify import repeats
-from tests import json_body_serializer
+from service.quality import cassettes as json_body_serializer
 from tests.conftest import ROOT, SECRET_HEADERS
 from tests.factories import EXAMPLE_IDS, example
 

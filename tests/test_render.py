@@ -33,7 +33,7 @@ from schemas import (
     Statement,
     StorySentiment,
 )
-from service.render import digest_html, digest_json, digest_markdown, extraction_markdown, md_escape
+from service.pipeline.render import digest_html, digest_json, digest_markdown, extraction_markdown, md_escape
 
 CHROMIUM = Path("/usr/bin/chromium")
 EVIL = "<script>alert(1)</script> [click me](javascript:alert(1))"

@@ -23,12 +23,12 @@ from structlog.testing import capture_logs
 
 from schemas import ArticleIn
 from service.errors import LLMError, LLMHTTPError, NewsdigestError
-from service.extract import extract_article
-from service.llm import LLMClient
+from service.llm.client import LLMClient
+from service.pipeline.extract import extract_article
+from service.pipeline.story import digest_story
+from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from service.story import digest_story
-from service.text import prepare
 from tests.conftest import RECORDING_KEY, ROOT, SECRET_HEADERS
 from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
     Fault,

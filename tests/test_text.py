@@ -6,7 +6,7 @@ import pytest
 
 from schemas import ArticleIn
 from service.errors import ArticleTooLargeError, EmptyArticleError
-from service.text import prepare
+from service.pipeline.text import prepare
 
 BODY = "Meta paid $14.3 billion.  It bought 49% of Scale AI.\n\nWang, 28, will join Meta. He said: “It’s a big day.”"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import EntitySentimentDraft, FactDraft, SentimentDraft
-from service.verify import entity_problems, fact_problems, numbers_in, quotes, repeats, sentiment_problems
+from service.pipeline.verify import entity_problems, fact_problems, numbers_in, quotes, repeats, sentiment_problems
 from tests.factories import prepared
 
 ARTICLE = prepared(

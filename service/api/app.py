@@ -21,8 +21,8 @@ from starlette.routing import Route
 from service.api import problems
 from service.api.middleware import RequestContext, RequestGuard, operation_id
 from service.api.routes import articles, digests, health, jobs, prompts, stories, webhooks
-from service.extract import Completer
 from service.jobs.runtime import open_runtime, running_worker
+from service.llm.port import Completer
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)

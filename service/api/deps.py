@@ -19,10 +19,10 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.api.problems import Unauthorized
-from service.extract import Completer
+from service.errors import Unauthorized
 from service.jobs.queue import JobQueue
 from service.jobs.runtime import Runtime
+from service.llm.port import Completer
 from service.prompts import PromptRegistry
 from service.settings import Settings
 

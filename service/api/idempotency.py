@@ -19,8 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.api.deps import Caller
-from service.api.problems import IdempotencyKeyInUse, IdempotencyKeyReused
-from service.errors import InputError
+from service.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InputError
 from service.store import idempotency
 
 log = structlog.get_logger(__name__)

@@ -15,10 +15,10 @@ from typing import Literal
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from service import render
 from service.api.deps import KEY_COOKIE, KEY_QUERY
-from service.api.problems import Unauthorized
 from service.api.views import digest_view
+from service.errors import Unauthorized
+from service.pipeline import render
 from service.store.digests import DigestRecord
 
 Format = Literal["json", "md", "html"]

@@ -18,12 +18,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas import Problem
-from service.errors import InputError, NewsdigestError
+from service.errors import PROBLEM_TYPE, NewsdigestError
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-PREFIX = "https://newsdigest.dev/problems/"
 
 # Statuses Starlette raises on its own (routing, our guard middleware), with our stable types.
 _HTTP_TYPES = {
@@ -37,30 +36,6 @@ _HTTP_TYPES = {
 }
 
 
-class Unauthorized(NewsdigestError):
-    """Raised when a request to /v1 has no valid API key."""
-
-    type = PREFIX + "unauthorized"
-    title = "Unauthorized"
-    status = 401
-
-
-class IdempotencyKeyReused(InputError):
-    """Raised when an Idempotency-Key comes back with a different request."""
-
-    type = PREFIX + "idempotency-key-reused"
-    title = "Idempotency-Key reused for a different request"
-    status = 422
-
-
-class IdempotencyKeyInUse(NewsdigestError):
-    """Raised when a request with the same Idempotency-Key is still being processed."""
-
-    type = PREFIX + "idempotency-key-in-use"
-    title = "Request with this Idempotency-Key still in progress"
-    status = 409
-
-
 def problem_body(scope_or_request: Request | MutableMapping[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """Add where and which request: the path (never the query, which may hold a key) and the request id."""
     scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
@@ -70,7 +45,7 @@ def problem_body(scope_or_request: Request | MutableMapping[str, Any], body: dic
 
 def problem_response(request: Request | MutableMapping[str, Any], status: int, kind: str, title: str, detail: str,
                      headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = {"type": PREFIX + kind, "title": title, "status": status, "detail": detail, **extra}
+    body = {"type": PROBLEM_TYPE + kind, "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(problem_body(request, body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

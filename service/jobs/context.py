@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.extract import Completer
+from service.llm.port import Completer
 from service.prompts import PromptRegistry
 from service.settings import Settings
 

@@ -32,10 +32,8 @@ import structlog
 from procrastinate.app import WorkerOptions
 from sqlalchemy.engine import make_url
 
-from service import ratelimit
 from service.jobs.runtime import Runtime, open_runtime
 from service.jobs.worker import TASKS, Worker
-from service.llm import LLMClient
 from service.settings import Settings
 from service.store import engine_jobs, jobs
 from service.store.models import utcnow
@@ -177,13 +175,6 @@ async def serve_engine_worker(settings: Settings, *, queues: list[str] | None = 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    limiter = ratelimit.from_settings(settings)
-    client = LLMClient(settings, limiter=limiter)
-    try:
-        async with open_runtime(settings, llm=client) as runtime, running_engine_worker(runtime, queues=queues):
-            await stop.wait()
-            log.info("worker.shutdown_requested")
-    finally:
-        await client.close()
-        if limiter is not None:
-            await limiter.aclose()
+    async with open_runtime(settings) as runtime, running_engine_worker(runtime, queues=queues):
+        await stop.wait()
+        log.info("worker.shutdown_requested")

@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.extract import Completer
 from service.jobs.context import JobContext
 from service.jobs.queue import DatabaseJobQueue
 from service.jobs.worker import Worker
-from service.llm import LLMClient
+from service.llm.factory import open_llm
+from service.llm.port import Completer
 from service.prompts import PromptRegistry
 from service.settings import Settings
 from service.store import db
@@ -51,16 +51,12 @@ async def open_runtime(settings: Settings, *, llm: Completer | None = None) -> A
         else:
             await db.check_migrated(engine)  # ConfigError naming `newsdigest db upgrade`
         registry = PromptRegistry.load(settings.prompts_dir, settings.prompt_versions)
-        client: LLMClient | None = None
-        if llm is None:
-            llm = client = LLMClient(settings)
         sessions = db.make_sessionmaker(engine)
         queue = DatabaseJobQueue(sessions, max_attempts=settings.job_max_attempts)
-        try:
+        async with AsyncExitStack() as stack:
+            if llm is None:
+                llm = await stack.enter_async_context(open_llm(settings))
             yield Runtime(settings, engine, sessions, registry, llm, queue)
-        finally:
-            if client is not None:
-                await client.close()
     finally:
         await engine.dispose()
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
 from schemas import Digest, Extraction, Source
-from service import digest as digest_stage
+from service import metrics
 from service.errors import LLMError, LLMOutputError, NotFoundError
-from service.extract import extract_article
 from service.jobs.context import JobContext, Payload, Result, Task
+from service.pipeline.extract import extract_article
+from service.pipeline.story import StoryArticle, StoryOptions, digest_story
 from service.prompts import Prompt
 from service.store import articles, digests, extractions, llm_calls
 from service.store.articles import ArticleRecord
@@ -73,12 +75,14 @@ async def _analyse_once(ctx: JobContext, article: ArticleRecord, prompts: dict[s
     chosen = {name: prompts[name] for name in ARTICLE_PROMPTS}
     try:
         extraction = await extract_article(article.prepared, chosen, ctx.llm, article_id=article.id,
-                                           sequential=ctx.settings.uses_local_llm)
+                                           sequential=ctx.settings.uses_local_llm,
+                                           section_chars=ctx.settings.article_section_chars)
     except LLMError as exc:
         if exc.usage is not None:  # the failed call was paid for too
             async with ctx.sessions() as session, session.begin():
                 await llm_calls.save_calls(session=session, calls=[exc.usage])
         raise
+    metrics.record_outcomes(extraction.provenance.values())
     analysis = Analysis(extraction.model_copy(update={"article": article.ref()}), key, cache_hit=False)
     calls = [call for prov in extraction.provenance.values() for call in prov.calls]
     async with ctx.sessions() as session, session.begin():
@@ -116,10 +120,39 @@ async def analyze_article(ctx: JobContext, payload: Payload) -> Result:
     return {"article_id": article.id, "extraction_id": analysis.extraction_id, "cache_hit": analysis.cache_hit}
 
 
-def _failed_source(article: ArticleRecord, error: str) -> Source:
-    p = article.prepared
-    return Source(article_id=article.id, outlet=p.outlet, title=p.title, url=p.url, published_at=p.published_at,
-                  language=p.language, status="failed", error=error)
+class _JobStore:
+    """The story's persistence for the job functions: the extraction and digest caches, the calls paid."""
+
+    def __init__(self, ctx: JobContext, records: dict[str, ArticleRecord], prompts: dict[str, Prompt]) -> None:
+        self.ctx, self.records, self.prompts = ctx, records, prompts
+        self.keys: dict[str, str] = {}  # article id -> the cache key of its analysis, "uncached" if unusable
+        self.hit: bool = False
+
+    async def analysis(self, article: StoryArticle, run: Callable[[], Awaitable[Extraction]]) -> Extraction:
+        result = await analyse(self.ctx, self.records[article.article_id or ""], self.prompts)
+        self.keys[article.article_id or ""] = "uncached" if result.errors else result.cache_key
+        return result.extraction
+
+    async def digest(self, extractions: list[Extraction], failed: list[Source],
+                     run: Callable[[], Awaitable[Digest]]) -> Digest:
+        keys = dict(self.keys)
+        keys.update({s.article_id or "": s.status for s in failed if s.status == "failed"})
+        prompt, settings = self.prompts["digest"], self.ctx.settings
+        self.key = digests.cache_key(articles=keys, prompt=prompt.ref, prompt_hash=prompt.sha256,
+                                     model=self.ctx.llm.model, mode=self.ctx.llm.mode,
+                                     language=settings.digest_language)
+        # A digest over a failed or unusable analysis is never reused: the next build may do better.
+        if not any(s.status == "failed" for s in failed) and "uncached" not in keys.values():
+            async with self.ctx.sessions() as session:
+                found = await digests.find_by_cache_key(session=session, cache_key=self.key)
+            if found is not None:
+                self.hit = True
+                cached: Digest = found.digest
+                return cached
+        built = await run()
+        if built.provenance is not None:
+            metrics.record_outcomes([built.provenance])
+        return built
 
 
 async def build_digest(ctx: JobContext, payload: Payload) -> Result:
@@ -131,46 +164,21 @@ async def build_digest(ctx: JobContext, payload: Payload) -> Result:
             return {"digest_id": digest_id, "story_id": story_id, "cache_hit": True}  # a re-run after a crash
     records = await _load(ctx, list(payload["article_ids"]))
     prompts = ctx.registry.resolve(payload.get("pins") or [])
-
-    async def one(article: ArticleRecord) -> Analysis | Source:
-        try:
-            return await analyse(ctx, article, prompts)
-        except LLMError as exc:
-            log.warning("digest.article_failed", article_id=article.id, error=exc.detail)
-            return _failed_source(article, exc.detail)
-
-    if ctx.settings.uses_local_llm:  # one slot: back to back, so each article's prefix cache is reused
-        outcomes = [await one(article) for article in records]
-    else:
-        outcomes = list(await asyncio.gather(*(one(article) for article in records)))
-    analyses = [o for o in outcomes if isinstance(o, Analysis)]
-    failed = [o for o in outcomes if isinstance(o, Source)]
-    keys = {a.extraction.article.article_id or "": ("uncached" if a.errors else a.cache_key) for a in analyses}
-    keys.update({s.article_id or "": "failed" for s in failed})
-    prompt = prompts["digest"]
-    key = digests.cache_key(articles=keys, prompt=prompt.ref, prompt_hash=prompt.sha256, model=ctx.llm.model,
-                            mode=ctx.llm.mode, language=ctx.settings.digest_language)
-    # A digest over a failed or unusable analysis is never reused: the next build may do better.
-    reusable = not failed and all(not a.errors for a in analyses)
-    hit = None
-    if reusable:
-        async with ctx.sessions() as session:
-            hit = await digests.find_by_cache_key(session=session, cache_key=key)
-    result: Digest
-    if hit is not None:
-        result = hit.digest.model_copy(update={"story_id": story_id})
-        calls = []
-    else:
-        result = await digest_stage.build_digest([a.extraction for a in analyses], prompt, ctx.llm, story_id=story_id,
-                                                 language=ctx.settings.digest_language, other_sources=failed)
-        calls = result.provenance.calls if result.provenance else []
+    store = _JobStore(ctx, {r.id: r for r in records}, prompts)
+    options = StoryOptions(sequential=ctx.settings.uses_local_llm, section_chars=ctx.settings.article_section_chars,
+                           language=ctx.settings.digest_language, story_id=story_id)
+    built = await digest_story([StoryArticle(r.prepared, r.id) for r in records], prompts, ctx.llm, options,
+                               store=store)
+    result = built.model_copy(update={"story_id": story_id})
+    calls = [] if store.hit or result.provenance is None else result.provenance.calls
     async with ctx.sessions() as session, session.begin():
-        await digests.save_digest(session=session, digest=result, article_ids=[r.id for r in records], cache_key=key,
-                                  story_id=story_id, digest_id=digest_id)
+        await digests.save_digest(session=session, digest=result, article_ids=[r.id for r in records],
+                                  cache_key=store.key, story_id=story_id, digest_id=digest_id)
         await llm_calls.save_calls(session=session, calls=calls, digest_id=digest_id)
-    log.info("digest.stored", digest_id=digest_id, story_id=story_id, cache_hit=hit is not None,
-             statements=len(result.statements), failed_sources=len(failed))
-    return {"digest_id": digest_id, "story_id": story_id, "cache_hit": hit is not None}
+    failed = sum(s.status == "failed" for s in result.sources)
+    log.info("digest.stored", digest_id=digest_id, story_id=story_id, cache_hit=store.hit,
+             statements=len(result.statements), failed_sources=failed)
+    return {"digest_id": digest_id, "story_id": story_id, "cache_hit": store.hit}
 
 
 TASKS: dict[str, Task] = {"analyze_article": analyze_article, "build_digest": build_digest}

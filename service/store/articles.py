@@ -36,17 +36,7 @@ class ArticleRecord:
 
     def ref(self) -> ArticleRef:
         """How an extraction or a digest cites this article."""
-        p = self.prepared
-        return ArticleRef(
-            article_id=self.id,
-            outlet=p.outlet,
-            title=p.title,
-            url=p.url,
-            published_at=p.published_at,
-            language=p.language,
-            content_hash=p.content_hash,
-            sentence_count=len(p.sentences),
-        )
+        return ArticleRef.of(self.prepared, self.id)
 
 
 def _record(row: Article) -> ArticleRecord:

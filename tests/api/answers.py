@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas import ArticleIn
-from service.text import prepare
+from service.pipeline.text import prepare
 from tests.fault_server import Fault, ok
 
 

@@ -32,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from benchmarks import latency_stub
 from schemas import ArticleIn
+from service.pipeline.text import prepare
 from service.settings import Settings
 from service.store import articles, db, jobs
 from service.store.articles import ArticleRecord
-from service.text import prepare
 from tests.conftest import no_postgres
 
 POSTGRES_SERVER = os.environ.get("PYTEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")

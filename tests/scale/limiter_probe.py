@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 
-from service.ratelimit import Limits, PostgresRateLimiter
+from service.llm.ratelimit import Limits, PostgresRateLimiter
 
 
 async def main(url: str, requests: int, window_s: float, count: int) -> list[float]:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service.llm import LLMClient
+from service.llm.client import LLMClient
+from service.llm.ratelimit import Limits, LocalRateLimiter, PostgresRateLimiter, request_tokens, wait_needed
 from service.prompts import PromptRegistry
-from service.ratelimit import Limits, LocalRateLimiter, PostgresRateLimiter, request_tokens, wait_needed
 from service.settings import Settings
 from tests.fault_server import FaultServer, fault_server_fixture, ok, status  # noqa: F401 - provides the fixture
 

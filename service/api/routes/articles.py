@@ -12,8 +12,8 @@ from service.api.problems import problem_responses
 from service.api.routes.params import Pins, Wait
 from service.api.views import ANALYZE, accepted, analyze_dedupe_key, article_view, find_article, job_url
 from service.errors import NotFoundError
+from service.pipeline.text import prepare
 from service.store import articles
-from service.text import prepare
 
 router = APIRouter(prefix="/articles", tags=["articles"])
 

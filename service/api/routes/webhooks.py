@@ -23,10 +23,10 @@ from service.api.problems import problem_responses
 from service.api.views import analyze_dedupe_key
 from service.jobs.queue import JobQueue
 from service.jobs.story_jobs import schedule_refresh
+from service.pipeline.text import prepare
 from service.settings import Settings
 from service.store import articles
 from service.store import webhooks as deliveries
-from service.text import prepare
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 log = structlog.get_logger(__name__)
@@ -63,7 +63,7 @@ async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, se
     prepared = None
     if not isinstance(event, ArticleDeleted):
         # Before the transaction, so an unusable article is refused (422/413) with nothing written.
-        # On the event loop, not in a thread: service.text shares one pysbd Segmenter, which mixes
+        # On the event loop, not in a thread: service.pipeline.text shares one pysbd Segmenter, which mixes
         # up the sentences of articles split at the same time in two threads.
         prepared = prepare(event.data, max_chars=settings.max_article_chars)
     async with sessions() as session, session.begin():

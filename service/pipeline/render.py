@@ -3,6 +3,12 @@
 Everything that comes from an article or from the model is untrusted text. The HTML template is
 autoescaped; in the Markdown templates every `{{ ... }}` output goes through `md_escape` (the
 environment's finalize), so a value is escaped unless a filter here returns `Verbatim` (numbers, URLs).
+
+The digest shows the editor everything the service decided: each statement with its outlets and
+whether the model worded it or it is an outlet's verified claim as written; the verified facts past
+the statements' cap ("also reported"); the disagreements side by side with their kind; and per
+source its status, the outlet it copies, its verified facts (with any citation the service moved)
+and what was rejected, with the reasons.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_eval_context, select_autoescape
 from jinja2.nodes import EvalContext
 
-from schemas.digest import Citation, Digest, Position, Source
+from schemas.digest import Citation, Digest, Position, Source, Statement, WrittenBy
 from schemas.extraction import Extraction, PromptProvenance
+from schemas.facts import Fact
 
 __all__ = ["Verbatim", "digest_html", "digest_json", "digest_markdown", "extraction_markdown", "md_escape", "safe_url"]
 
@@ -61,8 +68,43 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def _sentences(numbers: list[int]) -> Verbatim:
+    """`sentence 4` or `sentences 7, 9`."""
+    return Verbatim(("sentence " if len(numbers) == 1 else "sentences ") + ", ".join(map(str, numbers)))
+
+
+def _cited(fact: Fact) -> Verbatim:
+    """The sentence numbers a verified fact cites."""
+    return _sentences([q.sentence for q in fact.citations])
+
+
+#: The mark beside a statement: (label, longer explanation).
+_WRITTEN_BY: dict[WrittenBy, tuple[str, str]] = {
+    "model": ("worded by the model",
+              "Worded by the model from the cited facts, then verified against the quoted sentences"),
+    "service": ("claim as written", "An outlet's verified claim, published as written"),
+}
+#: Who found a disagreement.
+_FOUND_BY: dict[WrittenBy, str] = {
+    "model": "proposed by the model, verified against the quoted sentences",
+    "service": "found by the service in the outlets' own sentences",
+}
+
+
+def _by(written_by: WrittenBy) -> str:
+    return _WRITTEN_BY[written_by][0]
+
+
+def _by_title(written_by: WrittenBy) -> str:
+    return _WRITTEN_BY[written_by][1]
+
+
+def _found_by(written_by: WrittenBy) -> str:
+    return _FOUND_BY[written_by]
+
+
 def _provenance(prov: PromptProvenance) -> str:
-    """prompt@version, model, calls, tokens in/out, seconds, re-asks, rejected (and the error, if any)."""
+    """prompt@version, model, calls, tokens in/out, seconds, re-asks, repaired (if any), rejected, the error."""
     usage = prov.usage
     parts = [
         prov.prompt,
@@ -71,6 +113,7 @@ def _provenance(prov: PromptProvenance) -> str:
         f"{usage.input_tokens:,} tokens in / {usage.output_tokens:,} out",
         f"{usage.latency_ms / 1000:.1f} s",
         _plural(prov.reasks, "re-ask"),
+        *([f"{prov.repaired} repaired"] if prov.repaired else []),
         f"{prov.rejected} rejected",
     ]
     if prov.error:
@@ -79,11 +122,13 @@ def _provenance(prov: PromptProvenance) -> str:
 
 
 def _status(source: Source) -> str:
+    copy = f", copy of {source.copy_of}" if source.copy_of else ""
     if source.status == "used":
-        return f"used, {_plural(source.facts, 'fact')}"
+        return f"used, {_plural(source.facts, 'fact')}{copy}"
     text = source.status.replace("_", " ")
     if source.status == "other_language" and source.language:
         text += f" ({source.language})"
+    text += copy
     return f"{text}: {source.error}" if source.error else text
 
 
@@ -106,7 +151,9 @@ class Ref:
 @dataclass
 class StatementView:
     text: str
-    outlets: int
+    outlets: int  # independent outlets: a copy counts once
+    names: list[tuple[str, str | None]]  # (outlet, the outlet it copies) in citation order
+    by: WrittenBy
     refs: list[Ref]
 
 
@@ -120,7 +167,17 @@ class PositionView:
 @dataclass
 class DisagreementView:
     topic: str
+    kind: str | None
+    by: WrittenBy
     positions: list[PositionView]
+
+
+@dataclass
+class RejectedView:
+    """Items dropped from one source (or from the digest's own draft), with the reasons."""
+
+    outlet: str
+    entries: list[tuple[str, str]]  # (item, its reasons)
 
 
 class _Footnotes:
@@ -151,17 +208,48 @@ def _who(position: Position) -> list[tuple[str, str]]:
     return [(o, ", ".join(sorted({_day(c.published_at) for c in cites if c.outlet == o}))) for o in outlets]
 
 
+def _copies(digest: Digest) -> dict[tuple[str | None, str], str]:
+    """(article id, outlet) -> the outlet it copies, for the sources that repeat another one."""
+    return {(s.article_id, s.outlet): s.copy_of for s in digest.sources if s.copy_of}
+
+
+def _names(statement: Statement, copies: dict[tuple[str | None, str], str]) -> list[tuple[str, str | None]]:
+    """The outlets a statement cites, each once, with the outlet it copies (if it is a copy)."""
+    names: dict[str, str | None] = {}
+    for c in statement.citations:
+        copy_of = copies.get((c.article_id, c.outlet))
+        if c.outlet not in names or (names[c.outlet] is not None and copy_of is None):
+            names[c.outlet] = copy_of
+    return list(names.items())
+
+
+def _rejected(digest: Digest) -> list[RejectedView]:
+    views = [RejectedView(s.outlet, [(r.item, "; ".join(r.reasons)) for r in s.rejected])
+             for s in digest.sources if s.rejected]
+    if digest.provenance and digest.provenance.rejections:
+        views.append(RejectedView("Digest draft", [(r.item, "; ".join(r.reasons))
+                                                       for r in digest.provenance.rejections]))
+    return views
+
+
 def _context(digest: Digest) -> dict[str, object]:
-    """Footnotes numbered in reading order: statements first, then the disagreements."""
+    """Footnotes numbered in reading order: statements, then "also reported", then the disagreements."""
     notes = _Footnotes()
-    statements = [StatementView(s.text, s.outlets, notes.refs(s.citations)) for s in digest.statements]
+    copies = _copies(digest)
+
+    def view(s: Statement) -> StatementView:
+        return StatementView(s.text, s.outlets, _names(s, copies), s.written_by, notes.refs(s.citations))
+
+    statements = [view(s) for s in digest.statements]
+    also = [view(s) for s in digest.also_reported]
     disagreements = [
-        DisagreementView(d.topic, [PositionView(p.says, _who(p), notes.refs(p.citations)) for p in d.positions])
+        DisagreementView(d.topic, d.kind, d.written_by,
+                         [PositionView(p.says, _who(p), notes.refs(p.citations)) for p in d.positions])
         for d in digest.disagreements
     ]
     used = sum(1 for s in digest.sources if s.status == "used")
-    return {"digest": digest, "statements": statements, "disagreements": disagreements,
-            "notes": notes.notes, "used": used}
+    return {"digest": digest, "statements": statements, "also": also, "disagreements": disagreements,
+            "rejected": _rejected(digest), "notes": notes.notes, "used": used}
 
 
 @pass_eval_context
@@ -174,7 +262,8 @@ _ENV = Environment(loader=FileSystemLoader(_TEMPLATES), undefined=StrictUndefine
                    autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
                    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 _ENV.filters.update(day=_day, signed=_signed, plural=_plural, provenance=_provenance, status=_status,
-                    safe_url=safe_url, md_url=_md_url)
+                    safe_url=safe_url, md_url=_md_url, sentences=_sentences, cited=_cited, by=_by,
+                    by_title=_by_title, found_by=_found_by)
 
 
 def digest_markdown(digest: Digest, *, quotes: bool = True) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from itertools import combinations
 
-from schemas import EntitySentimentDraft, FactDraft, PreparedArticle, SentenceQuote, SentimentDraft
+from schemas import EntitySentimentDraft, FactDraft, PreparedArticle, Sentence, SentenceQuote, SentimentDraft
 
 MAX_CITED = 3
 MIN_OVERLAP = 0.5
@@ -169,6 +170,37 @@ def fact_problems(fact: FactDraft, article: PreparedArticle) -> list[str]:
     return claim_problems(fact.claim, fact.sentences, article)
 
 
+#: Sentences tried as a repair, best covering first: pairs and triples are searched among these.
+_REPAIR_CANDIDATES = 10
+
+
+def repair(claim: str, numbers: list[int], article: PreparedArticle) -> list[int] | None:
+    """Other sentences of the article that state ``claim`` by the same checks, or None.
+
+    A small model most often cites the sentence next to the one carrying a number. The claim is
+    never edited: only its citation moves, to one sentence, or two or three together, that pass
+    every check a cited claim must pass. Among equals, the sentences nearest the cited ones win.
+    """
+    words = content_words(claim)
+    needed = numbers_in(claim) | months_in(claim)
+    if not words:
+        return None
+    near = min(numbers) if numbers else 1
+
+    def score(s: Sentence) -> tuple[int, float, int]:
+        text = s.text
+        carried = len(needed & (numbers_in(text) | months_in(text)))
+        return carried, len(words & content_words(text)) / len(words), -abs(s.n - near)
+
+    ranked = sorted(article.sentences, key=score, reverse=True)[:_REPAIR_CANDIDATES]
+    for size in (1, 2, 3):
+        for group in combinations(ranked, size):
+            chosen = sorted(s.n for s in group)
+            if chosen != sorted(numbers) and not _claim_problems(claim, chosen, article):
+                return chosen
+    return None
+
+
 def entity_problems(entity: EntitySentimentDraft, article: PreparedArticle) -> list[str]:
     problems = citation_problems(entity.sentences, article) + _label_problems(entity.label, entity.score)
     if not problems:
@@ -199,3 +231,71 @@ def quotes(numbers: list[int], article: PreparedArticle) -> list[SentenceQuote]:
 
 def _list(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers)
+
+
+# The digest's checks: a text the model wrote against the verified facts it cites. ``evidence`` maps a
+# fact id to what that fact puts on record (its claim and its exact sentences).
+
+MIN_STATEMENT_OVERLAP = 0.5
+#: Sides sharing this much of their wording, with no number of their own, report the same thing.
+SAME_SIDE_OVERLAP = 0.6
+
+
+def support_problems(text: str, ids: list[str], evidence: dict[str, str], *, min_overlap: float) -> list[str]:
+    """Unknown ids, and numbers, dates or words the cited facts do not carry."""
+    unknown = [i for i in ids if i not in evidence]
+    if unknown:
+        return [f"unknown fact id(s) {', '.join(unknown)}; cite only ids listed in the articles"]
+    cited = " ".join(evidence[i] for i in ids)
+    problems = []
+    if missing := sorted(numbers_in(text) - numbers_in(cited)):
+        problems.append(f"the number(s) {', '.join(missing)} are not in the cited facts {', '.join(ids)}")
+    if missing_months := sorted(months_in(text) - months_in(cited)):
+        problems.append(f"the date(s) {', '.join(missing_months)} are not in the cited facts {', '.join(ids)}")
+    words = content_words(text)
+    if words and len(words & content_words(cited)) / len(words) < min_overlap:
+        problems.append(f"the cited facts {', '.join(ids)} do not support this text")
+    return problems
+
+
+def statement_problems(text: str, ids: list[str], evidence: dict[str, str], claims: dict[str, str]) -> list[str]:
+    """``support_problems`` with the fact that states the text best named, since a small model most
+    often cites a neighbouring id."""
+    problems = support_problems(text, ids, evidence, min_overlap=MIN_STATEMENT_OVERLAP)
+    if problems:
+        hint = closest(text, claims)
+        if hint is not None and hint not in ids:
+            problems.append(f"the fact that states it best is {hint}")
+    return problems
+
+
+def stating(text: str, ids: list[str], evidence: dict[str, str]) -> list[str]:
+    """The cited ids that carry part of ``text`` themselves: a number of it, or some of its words.
+
+    A small model pads a statement with the ids of the facts next to it; published, each would add a
+    footnote that says something else and an outlet that does not report it. Unknown ids stay, so
+    they are reported as such; if no id carries anything, all stay and the statement fails its check.
+    """
+    words, numbers = content_words(text), numbers_in(text)
+
+    def carries(fact_id: str) -> bool:
+        if fact_id not in evidence:
+            return True
+        if numbers & numbers_in(evidence[fact_id]):
+            return True
+        return bool(words) and len(words & content_words(evidence[fact_id])) / len(words) >= MIN_SENTENCE_SHARE
+
+    kept = [i for i in ids if carries(i)]
+    return kept or ids
+
+
+def same_report(sides: list[str]) -> bool:
+    """True when every pair of sides says the same thing in nearly the same words."""
+    for k, first in enumerate(sides):
+        for second in sides[k + 1 :]:
+            a, b = content_words(first), content_words(second)
+            na, nb = numbers_in(first) | months_in(first), numbers_in(second) | months_in(second)
+            similar = len(a & b) / max(1, len(a | b)) >= SAME_SIDE_OVERLAP
+            if not (similar and (na <= nb or nb <= na)):
+                return False
+    return True

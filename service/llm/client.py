@@ -33,20 +33,12 @@ from tenacity import (
 from schemas import CallUsage
 from service import metrics
 from service.errors import LLMError, LLMHTTPError, LLMOutputError, LLMRefusal, LLMTruncated, LLMUnavailable
+from service.llm.port import Completion
+from service.llm.ratelimit import RateLimiter, request_tokens
 from service.prompts import Prompt
-from service.ratelimit import RateLimiter, request_tokens
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A usable answer: the parsed JSON object and what it cost."""
-
-    data: dict[str, Any]
-    content: str
-    usage: CallUsage
 
 
 @dataclass

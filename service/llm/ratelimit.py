@@ -166,11 +166,12 @@ class PostgresRateLimiter:
             await self._engine.dispose()
 
 
-def from_settings(settings: Settings) -> RateLimiter | None:
-    """The limiter the settings ask for: shared through PostgreSQL, in memory on SQLite, or none."""
+def from_settings(settings: Settings, *, shared: bool = True) -> RateLimiter | None:
+    """The limiter the settings ask for: shared through PostgreSQL, in memory on SQLite (or when
+    ``shared`` is off), or none."""
     limits = Limits(requests=settings.llm_requests_per_minute, tokens=settings.llm_tokens_per_minute)
     if not limits.active:
         return None
-    if settings.database_url.startswith("postgresql"):
+    if shared and settings.database_url.startswith("postgresql"):
         return PostgresRateLimiter(settings.database_url, limits)
     return LocalRateLimiter(limits)
