@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.article import Text
 from schemas.digest import Digest
 from schemas.extraction import ArticleRef, PromptProvenance
 from schemas.facts import Fact
@@ -35,7 +36,9 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = Field(default=None, description="The request path.")
     request_id: str | None = Field(default=None, description="Echoes X-Request-ID; quote it when reporting.")
-    errors: list[FieldProblem] | None = Field(default=None, description="Each invalid field, for invalid-input.")
+    errors: list[FieldProblem] | None = Field(
+        default=None, description="The invalid fields, for invalid-input and invalid-event: the first 50 of them.")
+    errors_omitted: int | None = Field(default=None, description="Invalid fields beyond those listed in errors.")
 
 
 class JobResult(BaseModel):
@@ -90,18 +93,29 @@ class ArticleView(BaseModel):
     updated_at: datetime
 
 
+#: An article id in a digest request: ours or the CMS's own.
+ArticleId = Annotated[Text, Field(min_length=1, max_length=200)]
+
+
 class DigestRequest(BaseModel):
-    """Which articles to digest: explicit ids, every live article of a story, or both."""
+    """Which articles to digest: explicit ids, every live article of a story, or both.
 
-    model_config = ConfigDict(extra="forbid")
+    With both, every article must belong to that story: a story's digest holds only its own articles.
+    """
 
-    article_ids: list[str] | None = Field(
+    # The JSON Schema says what the validator below enforces: at least one of the two, and not as null.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["article_ids"], "properties": {"article_ids": {"type": "array"}}},
+        {"required": ["story_id"], "properties": {"story_id": {"type": "string"}}},
+    ]})
+
+    article_ids: list[ArticleId] | None = Field(
         default=None,
         min_length=1,
         max_length=50,
-        description="Article ids (ours or the CMS's own); each must exist.",
+        description="Article ids (ours or the CMS's own); each must exist, and belong to `story_id` if given.",
     )
-    story_id: str | None = Field(
+    story_id: Text | None = Field(
         default=None,
         min_length=1,
         max_length=200,
@@ -112,8 +126,6 @@ class DigestRequest(BaseModel):
     def _something_to_digest(self) -> DigestRequest:
         if not self.article_ids and not self.story_id:
             raise ValueError("give article_ids, story_id or both")
-        if self.article_ids and any(not i or len(i) > 200 for i in self.article_ids):
-            raise ValueError("article ids must be 1 to 200 characters")
         return self
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.article import ArticleIn
+from schemas.article import ArticleIn, Text
 
 CMS_EVENT_TYPES = ("article.published", "article.updated", "article.deleted")
 
@@ -20,7 +20,7 @@ CMS_EVENT_TYPES = ("article.published", "article.updated", "article.deleted")
 class CmsArticle(ArticleIn):
     """An article as a CMS event carries it: like ``ArticleIn``, but the CMS's ``id`` is required."""
 
-    id: str = Field(min_length=1, max_length=200, description="The CMS's own id for the article.")
+    id: Text = Field(min_length=1, max_length=200, description="The CMS's own id for the article.")
 
 
 class DeletedArticle(BaseModel):
@@ -28,8 +28,8 @@ class DeletedArticle(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=200, description="The CMS's own id for the article.")
-    story_id: str | None = Field(
+    id: Text = Field(min_length=1, max_length=200, description="The CMS's own id for the article.")
+    story_id: Text | None = Field(
         default=None, max_length=200, description="Its story; the stored article's story is used when absent."
     )
 

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import trafilatura
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from schemas import PreparedArticle
-from service import metrics
-from service.article_files import load_article
-from service.errors import InputError, LLMError, NewsdigestError
+from schemas import ArticleIn, PreparedArticle
+from service import metrics, tracing
+from service.article_files import decode, load_article
+from service.errors import InputError, LLMError, NewsdigestError, validation_errors
 from service.llm.client import LLMClient
 from service.llm.factory import open_llm
 from service.logs import configure_logging
@@ -28,7 +33,7 @@ from service.pipeline.extract import extract_article
 from service.pipeline.story import StoryOptions, digest_story, prepare_all
 from service.pipeline.text import prepare
 from service.prompts import LOCK_FILE, PromptRegistry
-from service.settings import Settings
+from service.settings import Settings, settings_error
 
 app = typer.Typer(help="Verified facts, sentiment and one cited digest per news story.", no_args_is_help=True)
 prompts_app = typer.Typer(help="Versioned prompts.", no_args_is_help=True)
@@ -43,8 +48,34 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
-Files = Annotated[list[Path], typer.Argument(help="Article files: .txt (first line the title), .html or .json.")]
+Files = Annotated[list[Path], typer.Argument(
+    help="Article files: .txt (first line the title), .html or .json (an ArticleIn); - reads one article from "
+    "standard input (JSON if it starts with {, HTML if with <, else text with the title first).")]
 Pins = Annotated[list[str] | None, typer.Option("--prompt", help="Pin a prompt version, e.g. key_facts@1.")]
+Model = Annotated[str | None, typer.Option(
+    "--model", help="Model name sent with each call; overrides NEWSDIGEST_LLM_MODEL.")]
+STDIN = Path("-")
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            version = metadata.version("newsdigest")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        out.print(f"newsdigest {version}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Verified facts, sentiment and one cited digest per news story.
+
+    Errors print one line and exit 2 (bad input), 3 (the model or its endpoint failed) or 4 (configuration).
+    """
 
 
 class ArticleFormat(StrEnum):
@@ -71,17 +102,25 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except NewsdigestError as exc:
-        err.print(f"[red]error:[/red] {exc.detail}", highlight=False, markup=True)
+        err.print(f"[red]error:[/red] {escape(exc.detail)}", highlight=False, markup=True)
         raise typer.Exit(_exit_code(exc)) from None
 
 
-def _settings() -> Settings:
+def _fail(message: str, code: int) -> typer.Exit:
+    """Print one error line; the caller raises what this returns."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _settings(*, model: str | None = None) -> Settings:
     try:
         settings = Settings()
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] invalid settings: {exc}")
-        raise typer.Exit(4) from None
+    except ValueError as exc:  # pydantic's ValidationError and pydantic-settings' SettingsError
+        raise _fail(f"invalid settings: {settings_error(exc)}", 4) from None
+    if model:
+        settings = settings.model_copy(update={"llm_model": model})
     configure_logging(settings)  # logs go to stderr, so `--format json` output stays parseable
+    tracing.configure(settings)
     return settings
 
 
@@ -91,30 +130,118 @@ async def _llm(settings: Settings) -> AsyncIterator[LLMClient]:
         from service.llm import local as local_llm
 
         if not local_llm.status(settings).running:
-            err.print("No LLM endpoint configured: starting the embedded local model (first time: minutes)…")
+            err.print("No LLM endpoint or key configured: starting the embedded local model "
+                      "(the first time takes minutes; set OPENAI_API_KEY or NEWSDIGEST_LLM_BASE_URL to use another)…")
             await asyncio.to_thread(local_llm.start, settings)
     async with open_llm(settings, shared_window=False) as client:
         yield client
 
 
+def _check_out_file(out_file: Path | None) -> None:
+    """Refuse an --out the result could not be written to, before any model call is paid for."""
+    if out_file is None:
+        return
+    parent = out_file.parent
+    if not parent.is_dir():
+        raise _fail(f"--out {out_file}: directory {parent} does not exist", 2)
+    if out_file.is_dir():
+        raise _fail(f"--out {out_file}: is a directory", 2)
+    if not os.access(parent, os.W_OK) or (out_file.exists() and not os.access(out_file, os.W_OK)):
+        raise _fail(f"--out {out_file}: not writable", 2)
+
+
 def _emit(text: str, out_file: Path | None) -> None:
     if out_file:
-        out_file.write_text(text, encoding="utf-8")
+        try:
+            out_file.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"--out {out_file}: cannot write ({exc.strerror})", 2) from None
         err.print(f"wrote {out_file}")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def _invalid(name: str, exc: ValidationError) -> InputError:
+    first = validation_errors(exc)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return InputError(f"{name}: invalid article: {where + ': ' if where else ''}{first['msg']}")
+
+
+def _article_json(name: str, text: str) -> ArticleIn:
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        at = f" at line {line}, column {column}" if line is not None else ""
+        raise InputError(f"{name}: not valid JSON{at}: {getattr(exc, 'msg', str(exc))}") from None
+    try:
+        return ArticleIn.model_validate_json(text)
+    except ValidationError as exc:
+        raise _invalid(name, exc) from None
+
+
+def _article_from_stdin() -> ArticleIn:
+    """One article read from standard input: JSON (an ArticleIn), HTML, or text with the title first."""
+    name = "<stdin>"
+    text = decode(sys.stdin.buffer.read(), name)
+    start = text.lstrip()[:1]
+    try:
+        if start == "{":
+            return _article_json(name, text)
+        if start == "<":
+            meta = trafilatura.extract_metadata(text)
+            return ArticleIn(outlet=(meta.sitename if meta and meta.sitename else "stdin"),
+                             title=(meta.title if meta and meta.title else ""), body=text, content_type="html",
+                             url=meta.url if meta else None)
+        title, _, body = text.partition("\n")
+        return ArticleIn(outlet="stdin", title=title.strip(), body=body)
+    except ValidationError as exc:
+        raise _invalid(name, exc) from None
+
+
+def _load(path: Path) -> ArticleIn:
+    """An article from a file or, for ``-``, from standard input; every error names where it came from."""
+    if path == STDIN:
+        return _article_from_stdin()
+    if path.suffix.lower() == ".json":
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+        return _article_json(str(path), decode(data, str(path)))
+    return load_article(path)
+
+
+def _load_all(files: list[Path]) -> list[tuple[str, ArticleIn]]:
+    if files.count(STDIN) > 1:
+        raise InputError("- (standard input) can be given once: it holds one article")
+    return [("<stdin>" if f == STDIN else str(f), _load(f)) for f in files]
+
+
+def _prepare(name: str, article: ArticleIn, max_chars: int) -> PreparedArticle:
+    try:
+        return prepare(article, max_chars=max_chars)
+    except InputError as exc:
+        raise type(exc)(f"{name}: {exc.detail}", **exc.extra) from None
+
+
 @app.command()
-def analyze(files: Files, format: ArticleFormat = ArticleFormat.md, prompt: Pins = None) -> None:
+def analyze(
+    files: Files,
+    format: Annotated[ArticleFormat, typer.Option(
+        help="md: readable Markdown; json: one Extraction object per article (a list for several).")
+    ] = ArticleFormat.md,
+    prompt: Pins = None,
+    model: Model = None,
+) -> None:
     """Key facts and sentiment of each article, each fact with its exact sentences."""
-    settings = _settings()
+    settings = _settings(model=model)
 
     async def work() -> list[str]:
         registry = PromptRegistry.load(settings.prompts_dir, settings.prompt_versions)
         prompts = registry.resolve(prompt)
         prepared: list[PreparedArticle] = [
-            prepare(load_article(f), max_chars=settings.max_article_chars) for f in files
+            _prepare(name, article, settings.max_article_chars) for name, article in _load_all(files)
         ]
         rendered = []
         async with _llm(settings) as llm:
@@ -123,7 +250,7 @@ def analyze(files: Files, format: ArticleFormat = ArticleFormat.md, prompt: Pins
             ) as progress:
                 for item in prepared:
                     task = progress.add_task(f"analysing {item.outlet}: {item.title[:60]}")
-                    extraction = await extract_article(item, prompts, llm, sequential=settings.uses_local_llm,
+                    extraction = await extract_article(item, prompts, llm, sequential=settings.runs_sequentially,
                                                        section_chars=settings.article_section_chars)
                     metrics.record_outcomes(extraction.provenance.values())
                     progress.remove_task(task)
@@ -144,19 +271,31 @@ def analyze(files: Files, format: ArticleFormat = ArticleFormat.md, prompt: Pins
 @app.command()
 def digest(
     files: Files,
-    format: DigestFormat = DigestFormat.md,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+    format: Annotated[DigestFormat, typer.Option(
+        help="md: Markdown with footnotes; json: the Digest object; html: the editor's page.")
+    ] = DigestFormat.md,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write to this file (its directory must exist) instead of standard output.")] = None,
     prompt: Pins = None,
     story: Annotated[str | None, typer.Option(help="Story id to record.")] = None,
+    model: Model = None,
 ) -> None:
     """One cited digest of a story from its articles."""
-    settings = _settings()
+    settings = _settings(model=model)
+    _check_out_file(out_file)
 
     async def work() -> str:
         registry = PromptRegistry.load(settings.prompts_dir, settings.prompt_versions)
         prompts = registry.resolve(prompt)
-        ready, failed = prepare_all([load_article(f) for f in files], max_chars=settings.max_article_chars)
-        options = StoryOptions(sequential=settings.uses_local_llm, section_chars=settings.article_section_chars,
+        loaded = _load_all(files)
+        for name, article in loaded:  # the digest goes on without them; say which file and why
+            try:
+                prepare(article, max_chars=settings.max_article_chars)
+            except InputError as exc:
+                err.print(f"[yellow]warning:[/yellow] {escape(name)}: {escape(exc.detail)}; left out of the digest",
+                          highlight=False)
+        ready, failed = prepare_all([article for _, article in loaded], max_chars=settings.max_article_chars)
+        options = StoryOptions(sequential=settings.runs_sequentially, section_chars=settings.article_section_chars,
                                language=settings.digest_language, story_id=story)
         async with _llm(settings) as llm:
             with Progress(
@@ -270,9 +409,9 @@ def local_start() -> None:
     try:
         pid = local_llm.start(settings)
     except NewsdigestError as exc:
-        err.print(f"[red]error:[/red] {exc.detail}")
-        raise typer.Exit(_exit_code(exc)) from None
-    out.print(f"embedded model serving at {settings.effective_base_url} (pid {pid})")
+        raise _fail(exc.detail, _exit_code(exc)) from None
+    url = f"http://127.0.0.1:{settings.local_llm_port}/v1"
+    out.print(f"embedded model serving at {url}" + (f" (pid {pid})" if pid else " (started by another checkout)"))
 
 
 @local_app.command("stop")
@@ -325,20 +464,19 @@ def worker_command(
     settings = _settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    from service.jobs.runtime import metrics_endpoint, serve_worker
+
     if settings.job_backend == "procrastinate":
         try:
             from service.jobs.engine import serve_engine_worker
         except ImportError as exc:
-            err.print(f"[red]error:[/red] NEWSDIGEST_JOB_BACKEND=procrastinate needs the scale extra "
-                      f"(pip install 'newsdigest[scale]'): {exc}")
-            raise typer.Exit(4) from None
-        _run(serve_engine_worker(settings, queues=queue or None))
+            raise _fail(f"NEWSDIGEST_JOB_BACKEND=procrastinate needs the scale extra "
+                        f"(pip install 'newsdigest[scale]'): {exc}", 4) from None
+        with metrics_endpoint(settings):
+            _run(serve_engine_worker(settings, queues=queue or None))
         return
     if queue:
-        err.print("[red]error:[/red] --queue needs NEWSDIGEST_JOB_BACKEND=procrastinate")
-        raise typer.Exit(4)
-    from service.jobs.runtime import serve_worker
-
+        raise _fail("--queue needs NEWSDIGEST_JOB_BACKEND=procrastinate", 4)
     _run(serve_worker(settings))
 
 

@@ -17,6 +17,10 @@ LLM_LATENCY = Histogram(
     ["prompt"],
     buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
 )
+LLM_COST = Counter(
+    "newsdigest_llm_cost_usd_total", "Dollars spent on model calls, by the dated price table (service/llm/costs.py); "
+    "calls to models the table does not know are not counted.", ["prompt", "model"]
+)
 REASKS = Counter("newsdigest_reasks_total", "Re-asks sent to the model.", ["prompt"])
 REJECTED = Counter("newsdigest_rejected_items_total", "Facts or items dropped after the re-ask.", ["prompt"])
 HTTP_REQUESTS = Counter("newsdigest_http_requests_total", "API requests.", ["method", "route", "status"])

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
+import os
+import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LLMMode = Literal["json_schema", "json_object", "tools"]
@@ -15,6 +19,44 @@ JobBackend = Literal["inprocess", "procrastinate"]
 #: Where the embedded local model server listens when no endpoint is configured.
 LOCAL_LLM_HOST = "127.0.0.1"
 LOCAL_LLM_PORT = 8765
+#: The hosted default: an OpenAI key and no base URL means OpenAI itself.
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: The embedded model's alias, as its server lists it on /v1/models.
+LOCAL_LLM_MODEL = "qwen2.5-coder-1.5b-instruct-q4"
+#: The checkout this code runs from; ``data/`` under it is the default data directory.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+#: Timeouts when none is set: an endpoint on this machine usually has one slot that finishes an
+#: abandoned request before the next, so a short timeout there only queues copies of the same call.
+LOOPBACK_TIMEOUT_S = 900.0
+HOSTED_TIMEOUT_S = 120.0
+LOOPBACK_CONCURRENCY = 1
+HOSTED_CONCURRENCY = 4
+#: digest.updated retries, after attempt 1, 2, ...: about 27.6 hours in all (the Standard Webhooks
+#: senders' own schedule), each wait jittered.
+CALLBACK_RETRY_SCHEDULE_S = (5.0, 300.0, 1_800.0, 7_200.0, 18_000.0, 36_000.0, 36_000.0)
+
+
+def default_model_dir() -> Path:
+    """The per-user cache every checkout shares: ``$XDG_CACHE_HOME/newsdigest/models`` or ``~/.cache/...``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser().resolve() / "newsdigest" / "models"
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for an http(s) URL on 127.0.0.0/8, ::1 or localhost: an endpoint on this machine."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 #: Tokens a prompt needs besides the article: the answer (max_tokens) and the system and task text.
@@ -25,7 +67,13 @@ class Settings(BaseSettings):
     """Everything an operator can set. ``Settings()`` reads the environment."""
 
     # validate_by_name: Settings(llm_api_key=...) works in code even though the env names are aliases.
-    model_config = SettingsConfigDict(env_prefix="NEWSDIGEST_", extra="ignore", validate_by_name=True)
+    # env_file: a .env in the working directory is read too; the process environment wins over it.
+    model_config = SettingsConfigDict(env_prefix="NEWSDIGEST_", extra="ignore", validate_by_name=True,
+                                      env_file=".env", env_file_encoding="utf-8")
+
+    # One directory for what the service keeps on disk: the SQLite database, the embedded model's pid
+    # file and log. Relative paths are taken from the working directory; the value is absolute.
+    data_dir: Path = DEFAULT_DATA_DIR
 
     environment: Literal["development", "production"] = "development"
 
@@ -38,10 +86,12 @@ class Settings(BaseSettings):
     )
     llm_model: str | None = None
     llm_mode: LLMMode | None = None
-    # Unset: 120 s for a hosted endpoint, 900 s for the embedded model, whose single slot finishes an
-    # abandoned request before the next, so a short timeout only piles retries onto it.
-    llm_timeout_s: float | None = None
-    llm_max_concurrency: int = Field(default=4, ge=1)
+    # Unset: 120 s for a hosted endpoint, 900 s for one on this machine (the embedded model included), whose
+    # single slot finishes an abandoned request before the next, so a short timeout only piles retries onto it.
+    llm_timeout_s: float | None = Field(default=None, gt=0)
+    # Calls in flight at once. Unset: 1 for an endpoint on this machine (one slot: calls queue there anyway,
+    # and back to back they share the article's prompt prefix), 4 for a hosted one.
+    llm_max_concurrency: int | None = Field(default=None, ge=1)
     llm_max_attempts: int = Field(default=4, ge=1)
     llm_deadline_s: float = 600.0
     llm_retry_max_wait_s: float = 30.0
@@ -51,14 +101,22 @@ class Settings(BaseSettings):
     # embedded model's own context, and none for a hosted endpoint (128k-token models read any article whole).
     llm_context_tokens: int | None = Field(default=None, ge=2048)
 
-    local_llm_dir: Path = Path("data/local-llm")
+    # The embedded server's pid file and log. Unset: DATA_DIR/local-llm.
+    local_llm_dir: Path = Field(default_factory=lambda data: _data_dir(data) / "local-llm")
     local_llm_port: int = LOCAL_LLM_PORT
     local_llm_ctx: int = 8192
+    # Where the verified model file lives. Unset: the per-user cache (~/.cache/newsdigest/models), so every
+    # checkout of this user reuses one assembled, sha256-checked model; or LOCAL_LLM_DIR when only that is set.
+    model_dir: Path | None = None
 
-    database_url: str = "sqlite+aiosqlite:///./data/newsdigest.db"
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite+aiosqlite:///{_data_dir(data) / 'newsdigest.db'}")
     # NoDecode: plain comma-separated values are accepted, not only JSON.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     webhook_secret: SecretStr | None = None
+    # Keys the HMAC that idempotency records keep instead of the API key (service/api/deps.py). Unset: derived
+    # from the API keys and the webhook secret, so changing those forgets the Idempotency-Keys of the last day.
+    key_hash_secret: SecretStr | None = None
     callback_url: str | None = None
     callback_secret: SecretStr | None = None
     prompt_versions: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
@@ -79,6 +137,12 @@ class Settings(BaseSettings):
     job_retry_initial_wait_s: float = Field(default=5.0, ge=0)
     job_retry_max_wait_s: float = Field(default=600.0, ge=0)
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0)
+    worker_name: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=100,
+        description="This process's name, the same across restarts: a process takes back at once the jobs and "
+        "Idempotency-Keys a dead earlier process of its name held on its host. Containers that share a hostname "
+        "but not a process table need different names.",
+    )
     readiness_timeout_s: float = Field(default=3.0, gt=0)
 
     # CMS webhooks and living story digests (service/webhooks.py, service/callbacks.py, story_jobs).
@@ -93,6 +157,15 @@ class Settings(BaseSettings):
     )
     callback_timeout_s: float = Field(default=10.0, gt=0)
     callback_max_attempts: int = Field(default=8, ge=1, description="Delivery attempts of one digest.updated event.")
+    callback_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(CALLBACK_RETRY_SCHEDULE_S), min_length=1,
+        description="Seconds before the attempt after attempt 1, 2, ...; the last one repeats. The default "
+        "spreads 8 attempts over about 27.6 hours.",
+    )
+    callback_retry_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="Each wait is drawn from wait * (1 - jitter) .. wait * (1 + jitter).")
+    callback_retry_after_max_s: float = Field(
+        default=86_400.0, ge=0, description="A CMS's Retry-After is honoured up to this many seconds.")
 
     # Beyond one machine (service/jobs/engine.py, service/ratelimit.py).
     job_backend: JobBackend = Field(
@@ -109,6 +182,21 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Tokens per rolling minute (prompt estimate + max_tokens), across every worker."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Operations: Prometheus metrics of `newsdigest worker` (the API serves /metrics itself) and traces.
+    worker_metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Port of the worker's /metrics; 0 turns it off.")
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Interface the worker's /metrics listens on.")
+    otel_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("NEWSDIGEST_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector URL; set, it turns tracing on (needs the otel extra).",
+    )
+    otel_service_name: str = "newsdigest"
+
+    @field_validator("data_dir", "model_dir", "local_llm_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -142,9 +230,37 @@ class Settings(BaseSettings):
     def _parse_versions(cls, value: object) -> object:
         """Accept ``key_facts@2,sentiment@1`` as well as JSON."""
         if isinstance(value, str) and not value.lstrip().startswith("{"):
-            pairs = (item.strip().split("@", 1) for item in value.split(",") if item.strip())
-            return {name: int(version) for name, version in pairs}
+            versions: dict[str, int] = {}
+            for item in (part.strip() for part in value.split(",")):
+                if not item:
+                    continue
+                name, at, version = item.partition("@")
+                if not at or not name.strip() or not version.strip().isdigit():
+                    raise ValueError(f"expected name@version pairs like key_facts@2,sentiment@1, got {item!r}")
+                versions[name.strip()] = int(version)
+            return versions
         return value
+
+    @field_validator("callback_retry_schedule_s", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [w.strip() for w in value.split(",") if w.strip()]
+        return value
+
+    @field_validator("callback_retry_schedule_s")
+    @classmethod
+    def _waits_not_negative(cls, value: list[float]) -> list[float]:
+        if any(wait < 0 for wait in value):
+            raise ValueError("waits must be 0 or more seconds")
+        return value
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/v1")
+        return value or None
 
     @field_validator("webhook_secret", "callback_secret")
     @classmethod
@@ -191,18 +307,50 @@ class Settings(BaseSettings):
 
     @property
     def uses_local_llm(self) -> bool:
-        """No endpoint configured: the embedded model on 127.0.0.1 is used."""
-        return self.llm_base_url is None
+        """No endpoint and no key configured: the embedded model on 127.0.0.1 is used.
+
+        A key without a base URL means OpenAI itself (``OPENAI_API_KEY`` alone is the hosted path).
+        """
+        return self.llm_base_url is None and self.llm_api_key is None
 
     @property
     def effective_base_url(self) -> str:
-        return self.llm_base_url or f"http://{LOCAL_LLM_HOST}:{self.local_llm_port}/v1"
+        if self.llm_base_url:
+            return self.llm_base_url
+        return f"http://{LOCAL_LLM_HOST}:{self.local_llm_port}/v1" if self.uses_local_llm else OPENAI_BASE_URL
+
+    @property
+    def llm_is_loopback(self) -> bool:
+        """The endpoint runs on this machine (the embedded model, or an own server on 127.0.0.1/localhost/::1)."""
+        return is_loopback_url(self.effective_base_url)
 
     @property
     def effective_timeout_s(self) -> float:
         if self.llm_timeout_s is not None:
             return self.llm_timeout_s
-        return 900.0 if self.uses_local_llm else 120.0
+        return LOOPBACK_TIMEOUT_S if self.llm_is_loopback else HOSTED_TIMEOUT_S
+
+    @property
+    def effective_max_concurrency(self) -> int:
+        """Model calls in flight at once: the setting, else 1 on this machine and 4 for a hosted endpoint."""
+        if self.llm_max_concurrency is not None:
+            return self.llm_max_concurrency
+        return LOOPBACK_CONCURRENCY if self.llm_is_loopback else HOSTED_CONCURRENCY
+
+    @property
+    def runs_sequentially(self) -> bool:
+        """Send an article's prompts back to back: the embedded model, or any endpoint served one call at a time
+        (there a second prompt sent at once only waits, and back to back it reuses the first one's prefix)."""
+        return self.uses_local_llm or self.effective_max_concurrency == 1
+
+    @property
+    def effective_model_dir(self) -> Path:
+        """Where the embedded model's verified file lives (see ``model_dir``)."""
+        if self.model_dir is not None:
+            return self.model_dir
+        if "local_llm_dir" in self.model_fields_set:
+            return self.local_llm_dir  # set on its own, as before model_dir existed: the model stays with it
+        return default_model_dir()
 
     @property
     def article_section_chars(self) -> int | None:
@@ -217,4 +365,55 @@ class Settings(BaseSettings):
 
     @property
     def effective_model(self) -> str:
-        return self.llm_model or ("qwen2.5-coder-1.5b-instruct-q4" if self.uses_local_llm else "gpt-4o-mini")
+        return self.llm_model or (LOCAL_LLM_MODEL if self.uses_local_llm else "gpt-4o-mini")
+
+    @property
+    def otel_enabled(self) -> bool:
+        return bool(self.otel_endpoint)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable an operator sets for ``field``: of its names, the one set in the
+        environment, else the first (NEWSDIGEST_<FIELD> for a field without aliases)."""
+        info = cls.model_fields.get(field)
+        alias = info.validation_alias if info is not None else None
+        if isinstance(alias, AliasChoices):
+            names = [name for name in alias.choices if isinstance(name, str)]
+            return next((name for name in names if name in os.environ), names[0] if names else field)
+        if isinstance(alias, str):
+            return alias
+        return "NEWSDIGEST_" + field.upper()
+
+
+def _data_dir(data: dict[str, Any]) -> Path:
+    """The data directory among already validated fields (the defaults of the paths under it)."""
+    value = data.get("data_dir")
+    return value if isinstance(value, Path) else DEFAULT_DATA_DIR
+
+
+def _field_of(name: str) -> str:
+    """The field an error location names: the field itself, or one of its aliases."""
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if name in (field, alias) or (isinstance(alias, AliasChoices) and name in alias.choices):
+            return field
+    return name
+
+
+def settings_error(exc: ValueError) -> str:
+    """One line naming the environment variable and the problem; never the value, which may be a secret."""
+    if not isinstance(exc, ValidationError):
+        return " ".join(str(exc).split())
+    problems = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        if error["type"] == "default_factory_not_called":
+            continue  # a consequence of another field's error, reported on its own
+        message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
+        loc = error["loc"]
+        if loc and isinstance(loc[0], str):
+            field = _field_of(loc[0])
+            name = Settings.env_name(field) if field in Settings.model_fields else field
+            problems.append(f"{name}: {message}")
+        else:
+            problems.append(message)
+    return "; ".join(problems) or "invalid settings"

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from schemas.article import storable_text
 from schemas.webhooks import CMS_EVENT_TYPES, CmsEvent
 from service.errors import ConfigError, InvalidEvent, InvalidSignature, validation_errors
 from service.store import webhooks as deliveries
@@ -72,13 +73,24 @@ def verify(body: bytes, headers: Mapping[str, str], secret: SecretStr | None) ->
 
 
 def event_type(body: bytes) -> str | None:
-    """The envelope's ``type`` when it is a string (read before full validation, to ignore unknown types)."""
+    """The envelope's ``type`` when it is a string (read before full validation, to ignore unknown types).
+
+    A type with a NUL or a lone surrogate is refused (InvalidEvent) like any other text of the body,
+    rather than acknowledged as an unknown type: it could not be logged or stored alike everywhere.
+    """
     try:
         data = json.loads(body)
     except ValueError:
         return None
     kind = data.get("type") if isinstance(data, dict) else None
-    return kind if isinstance(kind, str) else None
+    if not isinstance(kind, str):
+        return None
+    try:
+        storable_text(kind)
+    except ValueError as exc:
+        error = {"loc": ["body", "type"], "msg": f"Value error, {exc}", "type": "value_error"}
+        raise InvalidEvent(f"1 invalid field(s): type: {exc}", errors=[error]) from exc
+    return kind
 
 
 def is_handled(kind: str | None) -> bool:

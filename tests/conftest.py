@@ -12,8 +12,8 @@ import pytest
 import structlog
 
 from service.prompts import PromptRegistry
-from service.settings import LOCAL_LLM_PORT, Settings
 from service.quality import cassettes as json_body_serializer
+from service.settings import LOCAL_LLM_PORT, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Recording reads the real key from here; replay never needs one.

@@ -28,16 +28,14 @@ from schemas import ArticleIn, Digest, Extraction, PreparedArticle
 from service.errors import (
     LLMError,
     LLMHTTPError,
-    LLMOutputError,
     LLMUnavailable,
-    NewsdigestError,
 )
 from service.llm.client import LLMClient
 from service.pipeline.extract import extract_article
-from service.pipeline.story import digest_story
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
+from tests.factories import story
 from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
     MALFORMED_CONTENT,
     Fault,
@@ -195,6 +193,7 @@ class Row:
     reask_says: str | None = None  # a phrase the re-ask shows the model
     outcomes: list[str] = field(default_factory=lambda: ["ok"])
     error: str | None = None  # provenance.error, when nothing usable came back
+    repaired: dict[str, list[int]] = field(default_factory=dict)  # fact id -> the sentences the model had cited
 
 
 INVENTED = {"claim": "The council approved a budget of $5.9 million.", "sentences": [1]}  # the article says 4.2
@@ -278,20 +277,28 @@ ROWS = [
         reask_says="the model refused",
         outcomes=["refused", "ok"],
     ),
+    # A citation the article itself corrects is moved by the service, with no re-ask: the claim is
+    # kept as written and the model's sentences are kept beside it.
     Row(
         "out-of-range-repaired",
-        lambda: [ok({"facts": [fact(1), {"claim": fact(2)["claim"], "sentences": [99]}]}), ok(facts(2))],
-        attempts=[1, 1],
+        lambda: [ok({"facts": [fact(1), {"claim": fact(2)["claim"], "sentences": [99]}]})],
+        attempts=[1],
         kept=[1, 2],
-        reasks=1,
-        reask_says="sentence 99 does not exist (the article has sentences 1 to 4)",
-        outcomes=["ok", "ok"],
+        repaired={"F2": [99]},
     ),
     Row(
-        "out-of-range-still-wrong",
+        "neighbour-sentence-repaired",
+        lambda: [ok({"facts": [{"claim": fact(2)["claim"], "sentences": [3]}, fact(4)]})],
+        attempts=[1],
+        kept=[2, 4],
+        repaired={"F1": [3]},
+    ),
+    # Out of range and stated by no sentence: re-asked, and dropped when the model insists.
+    Row(
+        "out-of-range-unrepairable",
         lambda: [
-            ok({"facts": [fact(1), {"claim": fact(2)["claim"], "sentences": [0]}]}),
-            ok({"facts": [{"claim": fact(2)["claim"], "sentences": [42]}]}),
+            ok({"facts": [fact(1), {**INVENTED, "sentences": [0]}]}),
+            ok({"facts": [{**INVENTED, "sentences": [42]}]}),
         ],
         attempts=[1, 1],
         kept=[1],
@@ -353,6 +360,8 @@ async def test_key_facts_fault(
     assert len(prov.rejections) == prov.rejected
     assert [c.sentence for f in extraction.facts for c in f.citations] == row.kept
     assert [f.id for f in extraction.facts] == [f"F{i}" for i in range(1, len(row.kept) + 1)]
+    assert {f.id: f.repaired_from for f in extraction.facts if f.repaired_from is not None} == row.repaired
+    assert prov.repaired == len(row.repaired)
     assert (prov.error or "").startswith(row.error or "") and bool(prov.error) == bool(row.error)
     assert_traceable(extraction, article)
     # Sentiment is unaffected: one call, one attempt.
@@ -466,19 +475,26 @@ class StoryRow:
     script: Callable[[], list[Fault]]
     requests: int
     statements: list[list[str]]  # fact ids cited by each published statement
+    written_by: list[str]  # who worded each published statement
     digest_attempts: list[int]
     reasks: int = 0
     rejected: int = 0
     failed: list[str] = field(default_factory=list)  # article ids shown as failed sources
+    error: str | None = None  # the digest's provenance.error: the model's answer was unusable
+    model_headline: bool = True  # the model's headline is published (its facts are in published statements)
 
 
+# The Herald's $4.2 million budget (A1.F1) and the Wire's (A2.F1) are one group of two outlets; the
+# Herald's vote (A1.F2) is a group of its own. Whatever the model does, all three facts are published.
 STORY_ROWS = [
     StoryRow(
         "all-ok",
         lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), ok(digest_answer("A1.F1", "A2.F1"))],
         requests=5,
-        # Both outlets report the $4.2 million budget: each statement cites the other's fact too.
-        statements=[["A1.F1", "A2.F1"], ["A2.F1", "A1.F1"]],
+        # The Wire's own fact states the first statement, so it is cited there; the second statement
+        # words nothing new and is dropped; the vote, which the model left out, is the service's.
+        statements=[["A1.F1", "A2.F1"], ["A1.F2"]],
+        written_by=["model", "service"],
         digest_attempts=[1],
     ),
     StoryRow(
@@ -490,38 +506,65 @@ STORY_ROWS = [
             ok(digest_answer("A1.F1", "A2.F1")),
         ],
         requests=6,
-        statements=[["A1.F1", "A2.F1"], ["A2.F1", "A1.F1"]],
+        statements=[["A1.F1", "A2.F1"], ["A1.F2"]],
+        written_by=["model", "service"],
         digest_attempts=[2],
     ),
     StoryRow(
         "digest-timeout-then-ok",
         lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), delay(2.0), ok(digest_answer("A1.F1"))],
         requests=6,
-        statements=[["A1.F1", "A2.F1"]],
+        statements=[["A1.F1", "A2.F1"], ["A1.F2"]],
+        written_by=["model", "service"],
         digest_attempts=[2],
     ),
     StoryRow(
         "digest-malformed-reasked",
         lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), malformed(), ok(digest_answer("A1.F2", "A2.F1"))],
         requests=6,
-        statements=[["A1.F2"], ["A2.F1", "A1.F1"]],  # only the Herald reports the vote
+        # In the service's order (the two-outlet group first), not the model's.
+        statements=[["A2.F1", "A1.F1"], ["A1.F2"]],
+        written_by=["model", "model"],
         digest_attempts=[1, 1],
         reasks=1,
     ),
-    # Unknown fact ids twice: the statement is dropped and counted, the others are published.
+    # One statement of two cites an unknown id: it is replaced by the facts it was to word, no re-ask.
     StoryRow(
-        "digest-unknown-fact-ids",
+        "digest-unknown-fact-id",
+        lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), ok(digest_answer("A1.F1", "A9.F9"))],
+        requests=5,
+        statements=[["A1.F1", "A2.F1"], ["A1.F2"]],
+        written_by=["model", "service"],
+        digest_attempts=[1],
+        rejected=1,
+    ),
+    # Every statement wrong: re-asked once; the second answer's one bad statement is counted.
+    StoryRow(
+        "digest-mostly-unknown-ids-reasked",
         lambda: [
             *analysis(COUNCIL, 1, 2),
             *analysis(WIRE, 1),
-            ok(digest_answer("A1.F1", "A9.F9")),
+            ok(digest_answer("A9.F9", "A2.F7")),
             ok(digest_answer("A1.F1", "A2.F7")),
         ],
         requests=6,
-        statements=[["A1.F1", "A2.F1"]],
+        statements=[["A1.F1", "A2.F1"], ["A1.F2"]],
+        written_by=["model", "service"],
         digest_attempts=[1, 1],
         reasks=1,
         rejected=1,
+    ),
+    # Unusable twice: the service publishes every verified fact itself and says why.
+    StoryRow(
+        "digest-unusable-twice",
+        lambda: [*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), malformed(), refusal()],
+        requests=6,
+        statements=[["A1.F1", "A2.F1"], ["A1.F2"]],
+        written_by=["service", "service"],
+        digest_attempts=[1, 1],
+        reasks=1,
+        error="no usable digest after a re-ask",
+        model_headline=False,
     ),
     # One article's endpoint stays down: it is a failed source, the story is digested without it.
     StoryRow(
@@ -529,6 +572,7 @@ STORY_ROWS = [
         lambda: [*analysis(COUNCIL, 1, 2), *[status(503)] * MAX_ATTEMPTS, ok(digest_answer("A1.F1", "A1.F2"))],
         requests=2 + MAX_ATTEMPTS + 1,
         statements=[["A1.F1"], ["A1.F2"]],
+        written_by=["model", "model"],
         digest_attempts=[1],
         failed=["wire-1"],
     ),
@@ -541,14 +585,18 @@ async def test_story_fault(
 ) -> None:
     fault_server.script(row.script())
 
-    digest = await digest_story(
-        [COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS, sequential=True, story_id="budget"
-    )
+    digest = await story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS, story_id="budget")
 
     assert [[c.fact_id for c in st.citations] for st in digest.statements] == row.statements
+    assert [st.written_by for st in digest.statements] == row.written_by
+    assert digest.also_reported == []
     assert digest.provenance is not None
     assert [c.attempts for c in digest.provenance.calls] == row.digest_attempts
     assert (digest.provenance.reasks, digest.provenance.rejected) == (row.reasks, row.rejected)
+    assert (digest.provenance.error or "").startswith(row.error or "")
+    assert bool(digest.provenance.error) == bool(row.error)
+    model_headline = "Council approves $4.2 million budget"
+    assert digest.headline == (model_headline if row.model_headline else digest.statements[0].text)
     assert [s.article_id for s in digest.sources if s.status == "failed"] == row.failed
     assert all(s.error for s in digest.sources if s.status == "failed")
     assert len(fault_server.completions) == row.requests
@@ -562,32 +610,30 @@ async def test_digest_endpoint_down_is_a_typed_error(
     fault_server.script([*analysis(COUNCIL, 1), *analysis(WIRE, 1), *[reset()] * (MAX_ATTEMPTS + 1)])
 
     with pytest.raises(LLMUnavailable):
-        await digest_story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS, sequential=True)
+        await story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS)
 
     assert len(fault_server.completions) == 4 + MAX_ATTEMPTS
-
-
-async def test_digest_unusable_twice_publishes_nothing(
-    fault_server: FaultServer, make_llm: Callable[..., LLMClient], prompts: dict[str, Prompt]
-) -> None:
-    fault_server.script([*analysis(COUNCIL, 1), *analysis(WIRE, 1), malformed(), refusal()])
-
-    with pytest.raises(NewsdigestError, match="no usable digest after a re-ask"):
-        await digest_story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS, sequential=True)
-
-    assert len(fault_server.completions) == 6
 
 
 # --- the model's or the endpoint's failure is never reported as the caller's (InputError, 422) ---
 
 
-async def test_digest_unusable_twice_is_the_models_fault(
+async def test_a_digest_answer_unusable_twice_is_the_models_fault_and_loses_no_fact(
     fault_server: FaultServer, make_llm: Callable[..., LLMClient], prompts: dict[str, Prompt]
 ) -> None:
-    fault_server.script([*analysis(COUNCIL, 1), *analysis(WIRE, 1), malformed(), malformed()])
+    fault_server.script([*analysis(COUNCIL, 1, 2), *analysis(WIRE, 1), malformed(), malformed()])
 
-    with pytest.raises(LLMOutputError):
-        await digest_story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS, sequential=True)
+    digest = await story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS)
+
+    assert digest.provenance is not None and digest.provenance.error is not None
+    ref = prompts["digest"].ref
+    assert digest.provenance.error == f"no usable digest after a re-ask: {ref}: the answer is not valid JSON."
+    # Nothing is refused as the caller's: both sources are used, every verified fact published verbatim.
+    assert [s.status for s in digest.sources] == ["used", "used"]
+    assert [(st.written_by, st.text) for st in digest.statements] == [
+        ("service", fact(1)["claim"]),
+        ("service", fact(2)["claim"]),
+    ]
 
 
 async def test_story_with_endpoint_down_everywhere_is_an_llm_error(
@@ -596,4 +642,4 @@ async def test_story_with_endpoint_down_everywhere_is_an_llm_error(
     fault_server.script([status(503)] * (2 * MAX_ATTEMPTS))
 
     with pytest.raises(LLMError):
-        await digest_story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS, sequential=True)
+        await story([COUNCIL, WIRE], prompts, make_llm(), max_chars=MAX_CHARS, sequential=True)

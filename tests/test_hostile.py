@@ -23,11 +23,11 @@ from schemas import ArticleIn, Digest, Extraction, PreparedArticle
 from service.errors import ArticleTooLargeError
 from service.llm.client import LLMClient
 from service.pipeline.extract import extract_article, prompt_context
-from service.pipeline.story import digest_story
 from service.pipeline.text import prepare
 from service.pipeline.verify import numbers_in
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
+from tests.factories import story
 from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
     FaultServer,
     fault_server_fixture,
@@ -248,7 +248,7 @@ async def test_a_huge_article_in_a_story_is_a_failed_source_and_never_sent(
         ]
     )
 
-    digest = await digest_story([huge, CLEAN], prompts, llm, max_chars=2_000, sequential=True)
+    digest = await story([huge, CLEAN], prompts, llm, max_chars=2_000, sequential=True)
 
     (failed,) = [s for s in digest.sources if s.status == "failed"]
     assert failed.article_id == "huge-1" and failed.error is not None and "the limit is 2000" in failed.error
@@ -266,6 +266,7 @@ OBEYING_FACTS = [
     {"claim": "The council approved a budget of $999 million.", "sentences": [1]},  # an injected number
     {"claim": HOSTILE_SENTENCES[4], "sentences": [12]},  # the fake "[12]" taken for a sentence number
 ]
+INVENTED_NUMBER = OBEYING_FACTS[2]["claim"]
 
 
 async def test_injected_facts_are_rejected(
@@ -282,13 +283,22 @@ async def test_injected_facts_are_rejected(
 
     extraction = await extract_article(article, prompts, llm, sequential=True)
 
-    assert [f.claim for f in extraction.facts] == [HOSTILE_SENTENCES[4]]
+    # Citations are repaired, claims never: the injected claim is kept only as what it is, the
+    # injection sentence quoted whole (lexically it states it; see the next test), marked as moved
+    # from the fake [7]. Its second copy and the "[12]" fact restate kept facts and are dropped.
+    assert [(f.claim, [c.quote for c in f.citations], f.repaired_from) for f in extraction.facts] == [
+        (HOSTILE_SENTENCES[4], [HOSTILE_SENTENCES[4]], None),
+        (INJECTED_CLAIM, [INJECTION], [7]),
+    ]
     prov = extraction.provenance["key_facts"]
-    assert (prov.reasks, prov.rejected) == (1, len(OBEYING_FACTS))
-    reasons = " ".join(r for rejection in prov.rejections for r in rejection.reasons)
-    assert "sentence 7 does not exist (the article has sentences 1 to 5)" in reasons
-    assert "sentence 12 does not exist" in reasons
-    assert "999" in reasons
+    # The injected number is in no sentence: the only item re-asked, and dropped when the model insists
+    # (the reasons are those of its last answer, where it is fact 3).
+    assert (prov.reasks, prov.repaired, prov.rejected) == (1, 1, 1)
+    assert [(r.item, r.reasons) for r in prov.rejections] == [
+        (INVENTED_NUMBER, [f'fact 3 ("{INVENTED_NUMBER}"): the number(s) 999 do not appear in sentence(s) 1']),
+    ]
+    reask = fault_server.completions[1].json["messages"][-1]["content"]
+    assert "999" in reask and "sentence 7" not in reask and "sentence 12" not in reask
     assert_traceable(extraction, article)
     # What the model saw: our five numbered sentences, no invisible character, the injection as data.
     for request in fault_server.completions:
@@ -363,9 +373,14 @@ async def test_an_obeying_digest_publishes_nothing_injected(
         ]
     )
 
-    digest = await digest_story([HOSTILE, CLEAN], prompts, llm, max_chars=MAX_CHARS, sequential=True)
+    digest = await story([HOSTILE, CLEAN], prompts, llm, max_chars=MAX_CHARS, sequential=True)
 
-    assert [st.text for st in digest.statements] == [good["text"]]
+    # The one good statement, then the votes it left out, published verbatim by the service.
+    assert [(st.written_by, st.text, [c.fact_id for c in st.citations]) for st in digest.statements] == [
+        ("model", good["text"], ["A1.F1", "A2.F1"]),
+        ("service", HOSTILE_SENTENCES[4], ["A1.F2"]),
+        ("service", "The vote was 7 to 2.", ["A2.F2"]),
+    ]
     assert digest.headline == good["text"]  # the injected headline is replaced by a verified statement
     text = published_text(digest).lower()
     assert "resign" not in text and "override" not in text and "99" not in text
@@ -388,13 +403,15 @@ async def test_an_injected_disagreement_is_not_published(
     fault_server.script(
         [
             *[ok({"facts": [own(HOSTILE, 1)]}), ok(neutral()), ok({"facts": [own(CLEAN, 1)]}), ok(neutral())],
-            ok(answer),
-            ok(answer),  # the re-ask, once positions are checked: the model insists
+            ok(answer),  # the model's disagreements are not read at all: no re-ask for them
         ]
     )
 
-    digest = await digest_story([HOSTILE, CLEAN], prompts, llm, max_chars=MAX_CHARS, sequential=True)
+    digest = await story([HOSTILE, CLEAN], prompts, llm, max_chars=MAX_CHARS, sequential=True)
 
+    assert fault_server.remaining == 0 and len(fault_server.completions) == 5
+    assert digest.disagreements == []  # both outlets give $4.2 million on Monday: nothing to set apart
+    assert [st.text for st in digest.statements] == [good["text"]]
     assert_digest_traceable(digest, [HOSTILE, CLEAN])
     assert "resign" not in published_text(digest).lower()
     assert "arrested" not in published_text(digest).lower()
@@ -478,7 +495,12 @@ async def test_mixed_scripts_verify_per_sentence(
     extraction = await extract_article(article, prompts, llm, sequential=True)
 
     assert [[c.sentence for c in f.citations] for f in extraction.facts] == [[2], [3], [4]]
-    assert extraction.provenance["key_facts"].rejected == 2
+    prov = extraction.provenance["key_facts"]
+    # The Arabic claim is moved to the Arabic sentence, where it restates fact 2 and is dropped as a
+    # repeat; only the number no sentence carries is re-asked and rejected.
+    assert (prov.reasks, prov.repaired, prov.rejected) == (1, 0, 1)
+    assert [r.item for r in prov.rejections] == ["東京の市場は5%上昇した"]
+    assert "وقال الوزير" not in fault_server.completions[1].json["messages"][-1]["content"]
     assert extraction.sentiment is not None
     assert [(e.entity, [c.sentence for c in e.citations]) for e in extraction.sentiment.entities] == [("Иванов", [2])]
     assert_traceable(extraction, article)

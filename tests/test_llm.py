@@ -25,6 +25,7 @@ from schemas import ArticleIn
 from schemas.facts import KeyFactsDraft
 from service.errors import LLMError, LLMHTTPError, LLMOutputError, LLMRefusal, LLMTruncated, LLMUnavailable
 from service.llm.client import LLMClient, strict_schema
+from service.llm.schema import strict_problems
 from service.pipeline.extract import prompt_context
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
@@ -210,7 +211,8 @@ async def test_tools_mode_forces_the_prompt_function_and_reads_its_arguments(
     assert "response_format" not in body
     assert body["tools"] == [{"type": "function", "function": {
         "name": "key_facts", "description": prompt.meta.description,
-        "parameters": KeyFactsDraft.model_json_schema()}}]
+        "parameters": strict_schema(KeyFactsDraft.model_json_schema()), "strict": True}}]
+    assert strict_problems(body["tools"][0]["function"]["parameters"]) == []
     assert body["tool_choice"] == {"type": "function", "function": {"name": "key_facts"}}
     assert result.data == FACTS
 
@@ -358,6 +360,23 @@ async def test_nothing_listening_is_unavailable_quickly(
 
     assert time.monotonic() - started < 1.0
     assert caught.value.usage.attempts == 3
+    # One line naming the endpoint, so an operator knows which setting to look at.
+    assert str(caught.value).startswith(f"cannot reach the model endpoint {closed_port_url().rsplit(':', 1)[0]}")
+
+
+@pytest.mark.asyncio
+async def test_errors_name_the_endpoint_without_credentials(
+    fault_server: FaultServer, make_llm: MakeLLM, prompt: Prompt, messages: list[dict[str, str]]
+) -> None:
+    fault_server.script([delay(2.0)])
+    secret_url = fault_server.base_url.replace("http://", "http://user:sekret@")
+
+    with pytest.raises(LLMUnavailable) as caught:
+        await make_llm(base_url=secret_url, llm_timeout_s=0.3, llm_deadline_s=0.5).complete(prompt, messages)
+
+    assert str(caught.value) == (f"the model endpoint {fault_server.base_url} timed out after 0.3 s "
+                                 "(NEWSDIGEST_LLM_TIMEOUT_S)")
+    assert "sekret" not in str(caught.value)
 
 
 @pytest.mark.asyncio
@@ -545,6 +564,29 @@ def test_strict_schema_keeps_properties_named_like_keywords() -> None:
 
     assert sorted(schema["properties"]) == ["default", "title"]
     assert sorted(schema["required"]) == ["default", "title"]
+
+
+@pytest.mark.asyncio
+async def test_strict_modes_turn_the_nulls_of_optional_fields_into_defaults(
+    fault_server: FaultServer, make_llm: MakeLLM, messages: list[dict[str, str]]
+) -> None:
+    sentiment = PromptRegistry.load(PROMPTS_DIR).get("sentiment")
+    answer = {"overall": "positive", "score": 0.5, "sentences": [1], "entities": None}
+    fault_server.script([ok(answer), tool_call(answer), ok(answer)])
+
+    for mode in ("json_schema", "tools"):
+        result = await make_llm(llm_mode=mode).complete(sentiment, messages)
+        assert result.data == {"overall": "positive", "score": 0.5, "sentences": [1]}
+        assert sentiment.output_type.model_validate(result.data).model_dump()["entities"] == []
+    # json_object sends the model's own schema (no nullable rewrite), so the answer is left as it came.
+    raw = await make_llm(llm_mode="json_object").complete(sentiment, messages)
+    assert raw.data == answer
+
+
+def test_a_key_alone_points_the_client_at_openai() -> None:
+    client = LLMClient(Settings(llm_api_key=API_KEY))
+    assert str(client._client.base_url) == "https://api.openai.com/v1/"
+    assert (client.model, client.mode, client.url) == ("gpt-4o-mini", "json_schema", "https://api.openai.com/v1")
 
 
 def test_settings_accept_field_names_for_the_endpoint() -> None:

@@ -25,11 +25,11 @@ from schemas import ArticleIn
 from service.errors import LLMError, LLMHTTPError, NewsdigestError
 from service.llm.client import LLMClient
 from service.pipeline.extract import extract_article
-from service.pipeline.story import digest_story
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
 from tests.conftest import RECORDING_KEY, ROOT, SECRET_HEADERS
+from tests.factories import story
 from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
     Fault,
     FaultServer,
@@ -199,7 +199,7 @@ async def test_a_story_whose_endpoint_rejects_the_key_leaks_it_nowhere(
     )
 
     with capture_logs(processors=[structlog.processors.format_exc_info]) as entries:
-        digest = await digest_story([ARTICLE, other], prompts, make_llm(), max_chars=10_000, sequential=True)
+        digest = await story([ARTICLE, other], prompts, make_llm(), max_chars=10_000, sequential=True)
 
     (failed,) = [s for s in digest.sources if s.status == "failed"]
     assert failed.error is not None and "401" in failed.error

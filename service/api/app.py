@@ -15,10 +15,14 @@ from typing import Any
 
 import httpx
 import structlog
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from pydantic import TypeAdapter
 from starlette.routing import Route
 
+from schemas.article import NO_NUL_PATTERN
+from schemas.webhooks import CmsEvent
 from service.api import problems
+from service.api.deps import storable_path
 from service.api.middleware import RequestContext, RequestGuard, operation_id
 from service.api.routes import articles, digests, health, jobs, prompts, stories, webhooks
 from service.jobs.runtime import open_runtime, running_worker
@@ -34,13 +38,37 @@ Verified facts, sentiment and one cited digest per story, for the newsroom CMS.
 `POST /v1/webhooks/cms`, which is authenticated by its Standard Webhooks signature.
 **Work is asynchronous**: POSTs answer 202 with a job (poll `GET /v1/jobs/{id}`, or add `?wait=S`).
 **Retries are safe**: send an `Idempotency-Key` header with POSTs.
-**Errors** are RFC 9457 `application/problem+json`; branch on `type`.
+**Errors** are RFC 9457 `application/problem+json`; branch on `type`. A 422 lists at most 50 fields
+(`errors_omitted` counts the rest).
+**Input limits**, the same on every database: no NUL character (U+0000) or lone surrogate in any text
+or path id; `published_at` written in the years 1900 to 9998; JSON nested at most 32 levels deep.
 """
 
 
 def _route_templates(app: FastAPI) -> dict[str, str]:
     return {operation["operationId"]: path for path, item in app.openapi()["paths"].items()
             for operation in item.values() if isinstance(operation, dict) and "operationId" in operation}
+
+
+def document_contract(schema: dict[str, Any]) -> dict[str, Any]:
+    """What FastAPI cannot infer: the NUL rule on every path id (``deps.storable_path``) and the CMS
+    event the webhook route reads from its raw body (it must verify the bytes before parsing them)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter.get("in") == "path" and parameter.get("schema", {}).get("type") == "string":
+                    parameter["schema"]["pattern"] = NO_NUL_PATTERN
+                # An optional header is absent or a string: HTTP has no null (FastAPI writes anyOf [..., null]).
+                options = parameter.get("schema", {}).get("anyOf", [])
+                if parameter.get("in") == "header" and {"type": "null"} in options and len(options) == 2:
+                    rest = parameter["schema"]
+                    del rest["anyOf"]
+                    rest.update(next(o for o in options if o != {"type": "null"}))
+    event = TypeAdapter(CmsEvent).json_schema(ref_template="#/components/schemas/{model}", mode="validation")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(event.pop("$defs", {}))
+    components["CmsEvent"] = event
+    return schema
 
 
 def _version() -> str:
@@ -74,7 +102,8 @@ def create_app(settings: Settings, *, llm: Completer | None = None) -> FastAPI:
     # Added last runs first: the request id exists before the guard can refuse a body.
     app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContext)
-    v1 = APIRouter(prefix="/v1")
+    # Every /v1 path id passes the text rule bodies pass (schemas.article.Text): one rule, one answer.
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(storable_path)])
     for topic in (articles, digests, stories, jobs, webhooks, prompts):
         v1.include_router(topic.router)
     app.include_router(v1)
@@ -83,7 +112,7 @@ def create_app(settings: Settings, *, llm: Completer | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = problems.document_problems(default_openapi())
+            app.openapi_schema = document_contract(problems.document_problems(default_openapi()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to amend the schema

@@ -3,7 +3,9 @@
 Same key and same request: the first answer is replayed (``Idempotent-Replayed: true``). Same key,
 different request: 422. Same key while the first is still running (it may be waiting with
 ``?wait=``): 409. Keys are scoped to the caller's API key. Only successful answers are kept: an
-error releases the key, so bad input writes nothing and a corrected retry may reuse the key.
+error releases the key, so bad input writes nothing and a corrected retry may reuse the key. A key
+left in flight by a crash is released when this process starts again (``service.jobs.runtime``),
+so the retry after a restart runs instead of answering 409 until the key goes stale.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.api.deps import Caller
 from service.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InputError
+from service.jobs.context import LockHolder
 from service.store import idempotency
 
 log = structlog.get_logger(__name__)
@@ -45,9 +48,10 @@ async def idempotent(request: Request, caller: Caller, sessions: async_sessionma
         return await handle()
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
         raise InputError(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters")
+    holder: LockHolder = request.app.state.runtime.holder
     async with sessions() as session, session.begin():
         state = await idempotency.begin(session=session, key=key, api_key_hash=caller.key_hash,
-                                        request_hash=request_hash)
+                                        request_hash=request_hash, owner=holder.owner, run=holder.run)
     if state.conflict:
         raise IdempotencyKeyReused(f"this {HEADER} was used for a different request; use a new key")
     if state.state == "processing":

@@ -3,7 +3,9 @@
 One handler turns ``service.errors.NewsdigestError`` into its ``problem()``; the others cover what
 FastAPI and Starlette raise themselves (validation, unknown routes, methods, size and media type)
 and anything unexpected. Bodies never carry the request's values, the article text or a key:
-validation errors list where and why, not what was sent.
+validation errors list where and why, not what was sent. A list of errors is cut at
+``MAX_LISTED_ERRORS`` (``errors_omitted`` counts the rest), so a body of 60,000 unknown keys is not
+answered with megabytes, and a field name that was sent is shown shortened and escaped.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas import Problem
 from service.errors import PROBLEM_TYPE, NewsdigestError
+from service.logs import log_crash
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+#: Invalid fields listed in one answer; the rest are only counted (``errors_omitted``).
+MAX_LISTED_ERRORS = 50
+#: A field name from the request (an unknown key) is cut to this many characters.
+MAX_NAME_CHARS = 64
 
 # Statuses Starlette raises on its own (routing, our guard middleware), with our stable types.
 _HTTP_TYPES = {
@@ -36,11 +43,30 @@ _HTTP_TYPES = {
 }
 
 
+def _name(part: Any) -> Any:
+    """A location part as JSON can carry it: a sent key shortened, a lone surrogate escaped."""
+    if not isinstance(part, str):
+        return part
+    short = part if len(part) <= MAX_NAME_CHARS else part[:MAX_NAME_CHARS] + "..."
+    return short.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def listed_errors(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """``errors`` (with safe locations) cut to ``MAX_LISTED_ERRORS``, and ``errors_omitted`` when cut."""
+    shown = [{**e, "loc": [_name(p) for p in e.get("loc", [])]} for e in errors[:MAX_LISTED_ERRORS]]
+    omitted = len(errors) - len(shown)
+    return {"errors": shown, **({"errors_omitted": omitted} if omitted else {})}
+
+
 def problem_body(scope_or_request: Request | MutableMapping[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """Add where and which request: the path (never the query, which may hold a key) and the request id."""
     scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
     state = scope.get("state") or {}
-    return {**body, "instance": scope.get("path"), "request_id": state.get("request_id")}
+    if isinstance(body.get("errors"), list):
+        body = {**body, **listed_errors(body["errors"])}
+    path = scope.get("path")
+    instance = path.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(path, str) else None
+    return {**body, "instance": instance, "request_id": state.get("request_id")}
 
 
 def problem_response(request: Request | MutableMapping[str, Any], status: int, kind: str, title: str, detail: str,
@@ -93,7 +119,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         position = next(e["loc"][-1] for e in errors if e["type"] == "json_invalid")
         return problem_response(request, 400, "malformed-json", "Malformed JSON",
                                 f"the request body is not valid JSON (at character {position})")
-    listing = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors[:10])
+    listing = "; ".join(f"{_field([_name(p) for p in e['loc']])}: {e['msg']}" for e in errors[:10])
     detail = f"{len(errors)} invalid field{'s' if len(errors) != 1 else ''}: {listing}"
     return problem_response(request, 422, "invalid-input", "Invalid input", detail, errors=errors)
 
@@ -109,10 +135,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc.status_code, kind, title, detail, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("request.crashed", error_type=type(exc).__name__)
+def crash_response(request: Request | MutableMapping[str, Any]) -> JSONResponse:
     return problem_response(request, 500, "internal-error", "Internal error",
                             "an unexpected error occurred; quote the request_id when reporting it")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Crashes inside the app are answered by RequestContext; this is for one in the middleware itself.
+    log_crash(exc)
+    return crash_response(request)
 
 
 def install(app: FastAPI) -> None:

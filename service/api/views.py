@@ -8,13 +8,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import ArticleView, DigestView, JobAccepted, JobResult, JobView
 from schemas.api import ArticleStatus
-from service.store import articles, extractions, job_lookup
+from service.store import articles, extractions, jobs
 from service.store.articles import ArticleRecord
 from service.store.digests import DigestRecord
-from service.store.jobs import JobRecord
+from service.store.jobs import JobKind, JobRecord, JobStatus
 
-ANALYZE: Final = "analyze_article"
-BUILD_DIGEST: Final = "build_digest"
+# The routes' names for the kinds they queue (articles.py, digests.py).
+ANALYZE: Final = JobKind.ANALYZE_ARTICLE
+BUILD_DIGEST: Final = JobKind.BUILD_DIGEST
 
 
 def analyze_dedupe_key(article: ArticleRecord, pins: list[str]) -> str:
@@ -60,10 +61,12 @@ async def article_view(session: AsyncSession, article: ArticleRecord, job: JobRe
                            provenance=extraction.provenance, **common)
     if job is None:
         prefix = f"{ANALYZE}:{article.id}:{article.prepared.content_hash[:16]}:"
-        job = await job_lookup.latest_by_dedupe_key(session=session, dedupe_key=prefix, prefix=True)
+        job = await jobs.latest_by_dedupe_key(session=session, dedupe_key=prefix, prefix=True)
     status: ArticleStatus = "queued"
-    if job is not None and job.status in ("running", "failed"):
-        status = "running" if job.status == "running" else "failed"
+    if job is not None and job.status == JobStatus.RUNNING:
+        status = "running"
+    elif job is not None and job.status == JobStatus.FAILED:
+        status = "failed"
     return ArticleView(status=status, job=job_view(job) if job is not None else None, **common)
 
 

@@ -4,8 +4,8 @@
 writes a row to ``jobs`` (``JobQueue.submit``, ``story_jobs.schedule_refresh`` ...), and a trigger
 (revision ``0002_job_engine``) defers one procrastinate job ``newsdigest.run_job(job_id)`` in the
 same transaction, so a job exists in the engine exactly when its row commits. An engine worker
-claims that row (``service.store.engine_jobs``) and runs it through the database worker's own
-attempt logic (``Worker._execute``: heartbeats, retries with backoff, outcome in the row), so
+claims that row (``jobs.claim_next`` with its id) and runs it through the database worker's own
+attempt logic (``Worker.execute``: heartbeats, retries with backoff, outcome in the row), so
 ``GET /v1/jobs/{id}`` and every retry rule read the same on both backends.
 
 What procrastinate adds: workers on many machines fed by LISTEN/NOTIFY instead of polling; queues
@@ -14,6 +14,8 @@ run one at a time while other stories proceed; and worker heartbeats. A SIGKILLe
 stay ``doing`` in procrastinate; every worker sweeps for those whose worker has sent no heartbeat
 for ``job_lock_timeout_s``, requeues the row they held (the lost attempt counts, so a job that
 kills its worker ends ``failed``) and fails the stalled procrastinate job, which frees its lock.
+A worker restarted under the same name takes its rows back at once (``service.jobs.runtime``);
+the stalled procrastinate jobs that held them are still failed by the sweep.
 """
 
 from __future__ import annotations
@@ -80,17 +82,19 @@ class EngineWorker:
         """The one procrastinate task: claim the row ``job_id`` and run it as the database worker would."""
         assert context.job.id is not None
         name = engine_jobs.claim_name(context.job.id, self.process)
+        holder = self.runtime.holder
         async with self.runtime.sessions() as session, session.begin():
-            job = await engine_jobs.claim(session=session, job_id=job_id, worker_id=name)
+            job = await jobs.claim_next(session=session, job_id=job_id, worker_id=name, owner=holder.owner,
+                                        run=holder.run)
         if job is None:  # finished, running elsewhere, or delivered twice: the row decides, once
             log.info("engine.job_skipped", job_id=job_id, engine_job_id=context.job.id)
             return {"job_id": job_id, "skipped": True}
         if job.kind not in TASKS:  # a newer release queued it: say so in the row, never retry it here
             async with self.runtime.sessions() as session, session.begin():
                 await jobs.fail(session=session, job_id=job.id, error=f"unknown job kind {job.kind!r}",
-                                worker_id=name, retry=False)
+                                worker_id=name, retry_in=None)
             return {"job_id": job_id, "failed": "unknown kind"}
-        await Worker(self.runtime.job_context, self.runtime.queue, worker_id=name)._execute(job)
+        await Worker(self.runtime.job_context, self.runtime.queue, holder=holder, worker_id=name).execute(job)
         return {"job_id": job_id}
 
     async def sweep(self) -> None:

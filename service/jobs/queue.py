@@ -1,8 +1,10 @@
 """How the API hands work to workers: a small interface and its database implementation.
 
-Routes only ``submit``, ``get`` and ``wait``, so a distributed task engine (issue 7) can replace
-:class:`DatabaseJobQueue` without touching them. The jobs table stays the record of every job's
-state either way: it is what ``GET /v1/jobs/{id}`` reads.
+A job is a row in the jobs table on every backend: the database worker polls for rows, and the
+procrastinate backend is handed each row by a trigger when it commits (``service.jobs.engine``),
+so :class:`DatabaseJobQueue` serves both and ``GET /v1/jobs/{id}`` reads the same record. Routes
+see only the :class:`JobQueue` protocol (``submit``, ``get``, ``wait``), which keeps the worker's
+in-process wake-ups (``wait_for_work``, ``job_changed``) out of their reach.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ _WAIT_POLL_S = 0.25
 
 
 class JobQueue(Protocol):
-    async def submit(self, kind: JobKind, payload: dict[str, Any], *, dedupe_key: str | None = None,
+    async def submit(self, kind: JobKind | str, payload: dict[str, Any], *, dedupe_key: str | None = None,
                      session: AsyncSession | None = None) -> JobRecord:
-        """Queue a job. With ``session`` it joins the caller's transaction and runs once that commits."""
+        """Queue a job of ``kind`` (a :class:`JobKind`, or its value). With ``session`` it joins the
+        caller's transaction and runs once that commits."""
         ...
 
     async def get(self, job_id: str) -> JobRecord | None: ...
@@ -44,7 +47,7 @@ class DatabaseJobQueue:
         self._submitted = asyncio.Event()
         self._changed = asyncio.Condition()
 
-    async def submit(self, kind: JobKind, payload: dict[str, Any], *, dedupe_key: str | None = None,
+    async def submit(self, kind: JobKind | str, payload: dict[str, Any], *, dedupe_key: str | None = None,
                      session: AsyncSession | None = None) -> JobRecord:
         if session is None:
             async with self._sessions() as own, own.begin():

@@ -10,33 +10,34 @@ current last: a refresh that finds another one running puts itself back with a s
 The digest is built by ``service.jobs.tasks.build_digest``, the same cached path as
 ``POST /v1/digests``: articles already analysed cost no model call, and an unchanged set of
 analyses reuses the stored digest. ``send_callback`` is its own job so a slow or failing CMS
-never holds up analysis; it is retried with the worker's exponential backoff, and every attempt
-is in the job's ``attempts`` and ``error`` and in one log line.
+never holds up analysis; it is retried over about a day on the callback schedule
+(``service.callbacks``: jittered waits, the CMS's Retry-After honoured, never again after a 410),
+and every attempt is in the job's ``attempts``, ``error`` and ``run_after`` and in one log line.
+
+Both jobs carry the trace context of whatever queued them (``service.tracing``), so a CMS event,
+the refresh it caused, the model calls and the callback are one trace.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.webhooks import DigestUpdated, DigestUpdatedData
-from service import callbacks
+from service import callbacks, tracing
 from service.errors import ConfigError, NotFoundError
 from service.jobs import tasks
-from service.jobs.context import JobContext, Payload, Result, Task
+from service.jobs.context import JobContext, Payload, Result
 from service.settings import Settings
 from service.store import articles, digests, jobs, stories
-from service.store.jobs import JobRecord
+from service.store.jobs import JobKind, JobRecord
 from service.store.models import new_id, utcnow
 
 log = structlog.get_logger(__name__)
-
-REFRESH_STORY: Final = "refresh_story"
-SEND_CALLBACK: Final = "send_callback"
 
 
 def refresh_key(story_id: str) -> str:
@@ -54,8 +55,8 @@ async def schedule_refresh(
     delay = settings.story_refresh_delay_s if delay_s is None else delay_s
     return await jobs.enqueue(
         session=session,
-        kind=REFRESH_STORY,
-        payload={"story_id": story_id},
+        kind=JobKind.REFRESH_STORY,
+        payload=tracing.inject({"story_id": story_id}),
         dedupe_key=refresh_key(story_id),
         max_attempts=settings.job_max_attempts,
         run_after=utcnow() + timedelta(seconds=delay),
@@ -68,7 +69,7 @@ async def refresh_story(ctx: JobContext, payload: Payload) -> Result:
     async with ctx.sessions() as session, session.begin():
         # Counted after our own claim was committed: of two refreshes that start together, at least
         # the later one sees both and steps back, so no two builds of one story overlap.
-        if await stories.count_running(session=session, kind=REFRESH_STORY, dedupe_key=refresh_key(story_id)) > 1:
+        if await jobs.count_running(session=session, kind=JobKind.REFRESH_STORY, dedupe_key=refresh_key(story_id)) > 1:
             again = await schedule_refresh(
                 session=session, story_id=story_id, settings=ctx.settings,
                 delay_s=ctx.settings.story_refresh_busy_retry_s,
@@ -101,8 +102,9 @@ async def schedule_callback(*, session: AsyncSession, story_id: str, digest_id: 
     """Queue the ``digest.updated`` event. Its webhook-id is fixed now, so the CMS can spot retries."""
     return await jobs.enqueue(
         session=session,
-        kind=SEND_CALLBACK,
-        payload={"story_id": story_id, "digest_id": digest_id, "webhook_id": f"msg_{uuid.uuid4().hex}"},
+        kind=JobKind.SEND_CALLBACK,
+        payload=tracing.inject(
+            {"story_id": story_id, "digest_id": digest_id, "webhook_id": f"msg_{uuid.uuid4().hex}"}),
         max_attempts=settings.callback_max_attempts,
     )
 
@@ -126,10 +128,7 @@ async def send_callback(ctx: JobContext, payload: Payload) -> Result:
         data=DigestUpdatedData(story_id=payload["story_id"], digest_id=digest_id,
                                headline=record.digest.headline, url=f"/v1/digests/{digest_id}"),
     )
+    # A failed attempt raises callbacks.DeliveryFailed, which tells the worker when to try again.
     status = await callbacks.deliver(url=settings.callback_url, secret=settings.callback_secret, event=event,
                                      webhook_id=payload["webhook_id"], timeout_s=settings.callback_timeout_s)
     return {"digest_id": digest_id, "story_id": payload["story_id"], "status_code": status}
-
-
-#: Merged into the worker's task registry (``service.jobs.tasks.TASKS``) by the worker.
-STORY_JOBS: dict[str, Task] = {REFRESH_STORY: refresh_story, SEND_CALLBACK: send_callback}

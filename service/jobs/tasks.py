@@ -145,7 +145,8 @@ class _JobStore:
         if not any(s.status == "failed" for s in failed) and "uncached" not in keys.values():
             async with self.ctx.sessions() as session:
                 found = await digests.find_by_cache_key(session=session, cache_key=self.key)
-            if found is not None:
+            # Nor is one the service wrote alone because the model's answer was unusable (provenance.error).
+            if found is not None and not (found.digest.provenance and found.digest.provenance.error):
                 self.hit = True
                 cached: Digest = found.digest
                 return cached

@@ -1,11 +1,16 @@
 """The database worker: claim a job, run its task, record the outcome; survive crashes on both sides.
 
 A job whose worker died (kill -9, a lost machine) stays ``running`` with a lock that stops being
-refreshed; every worker gives such jobs back to the queue once the lock is older than
-``job_lock_timeout_s``, and the interrupted attempt still counts. Live workers refresh their
-locks every third of that timeout, so a slow model call is never mistaken for a dead worker.
-On shutdown a worker stops claiming, lets running jobs finish for ``worker_shutdown_grace_s``
-and hands the rest back at once rather than leaving them to the lock timeout.
+refreshed. When the dead worker's own process starts again it takes such jobs back at once
+(``service.jobs.runtime``); otherwise every worker gives them back to the queue once the lock is
+older than ``job_lock_timeout_s``. Either way the interrupted attempt still counts. Live workers
+refresh their locks every third of that timeout, so a slow model call is never mistaken for a
+dead worker. On shutdown a worker stops claiming, lets running jobs finish for
+``worker_shutdown_grace_s`` and hands the rest back at once rather than leaving them to the lock timeout.
+
+A failed attempt is retried after :func:`backoff` while attempts remain, unless no retry can fix
+it (:func:`failure`). The engine worker runs its jobs through :meth:`Worker.execute`, so these
+rules are the same on both backends.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -22,26 +28,57 @@ import structlog
 from service import metrics
 from service.errors import InputError, NewsdigestError
 from service.jobs import story_jobs, tasks
-from service.jobs.context import JobContext, Task
+from service.jobs.context import JobContext, LockHolder, Task
 from service.jobs.queue import DatabaseJobQueue
-from service.store import job_lookup, jobs
-from service.store.jobs import JobRecord
+from service.settings import Settings
+from service.store import jobs
+from service.store.jobs import JobKind, JobRecord, JobStatus
 
 log = structlog.get_logger(__name__)
 
-#: Every job kind this worker runs; a distributed engine (issue 7) registers the same functions.
-TASKS: dict[str, Task] = {**tasks.TASKS, **story_jobs.STORY_JOBS}
+#: The function each job kind runs, on either backend: the engine worker looks kinds up here too.
+TASKS: dict[JobKind, Task] = {
+    JobKind.ANALYZE_ARTICLE: tasks.analyze_article,
+    JobKind.BUILD_DIGEST: tasks.build_digest,
+    JobKind.REFRESH_STORY: story_jobs.refresh_story,
+    JobKind.SEND_CALLBACK: story_jobs.send_callback,
+}
 
 
-def retry_wait(attempts: int, *, initial_s: float, max_s: float) -> timedelta:
-    """Exponential backoff before the next attempt: initial, 2x, 4x ... capped at ``max_s``."""
-    return timedelta(seconds=min(initial_s * 2 ** max(attempts - 1, 0), max_s))
+def backoff(attempts: int, settings: Settings) -> timedelta:
+    """The wait before the attempt after number ``attempts``: ``job_retry_initial_wait_s``, doubling
+    each time, capped at ``job_retry_max_wait_s``."""
+    initial, cap = settings.job_retry_initial_wait_s, settings.job_retry_max_wait_s
+    return timedelta(seconds=min(initial * 2 ** max(attempts - 1, 0), cap))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed attempt leaves: the error the job shows, and when to try again (None: never)."""
+
+    error: str
+    retry_in: timedelta | None
+
+
+def failure(exc: Exception, attempts: int, settings: Settings) -> Failure:
+    """Judge a failed attempt number ``attempts``: bad input is final, since no retry can fix it;
+    anything else (the model, the network, a bug) is retried after :func:`backoff`. The table
+    decides whether attempts remain."""
+    if isinstance(exc, InputError):
+        return Failure(exc.detail, None)
+    if isinstance(exc, NewsdigestError):
+        error = f"{type(exc).__name__}: {exc.detail}"
+    else:  # a bug: recorded and retried a bounded number of times, never silent
+        error = f"internal error ({type(exc).__name__})"
+    return Failure(error[:2000], backoff(attempts, settings))
 
 
 class Worker:
-    def __init__(self, ctx: JobContext, queue: DatabaseJobQueue, *, worker_id: str | None = None) -> None:
+    def __init__(self, ctx: JobContext, queue: DatabaseJobQueue, *, holder: LockHolder | None = None,
+                 worker_id: str | None = None) -> None:
         self.ctx = ctx
         self.queue = queue
+        self.holder = holder or LockHolder.of_process(ctx.settings)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stopping = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -50,7 +87,7 @@ class Worker:
     async def run(self) -> None:
         """Claim and run jobs until :meth:`stop`; at most ``worker_concurrency`` at a time."""
         settings = self.ctx.settings
-        log.info("worker.started", worker_id=self.id, concurrency=settings.worker_concurrency)
+        log.info("worker.started", worker_id=self.id, owner=self.holder.owner, concurrency=settings.worker_concurrency)
         slots = asyncio.Semaphore(settings.worker_concurrency)
         while not self._stopping.is_set():
             await slots.acquire()
@@ -64,7 +101,7 @@ class Worker:
                 slots.release()
                 await self._idle(settings.worker_poll_interval_s)
                 continue
-            task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+            task = asyncio.create_task(self.execute(job), name=f"job-{job.id}")
             self._running.add(task)
 
             def done(finished: asyncio.Task[None]) -> None:
@@ -84,6 +121,27 @@ class Worker:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
+    async def execute(self, job: JobRecord) -> None:
+        """Run a job this worker has claimed (its ``locked_by`` is :attr:`id`) to its outcome in the row.
+
+        Heartbeats keep the lock while it runs; a failure is retried or failed as :func:`failure`
+        says; a cancelled run (shutdown) hands the job back at once.
+        """
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job_kind=job.kind, attempt=job.attempts):
+            log.info("job.started")
+            beat = asyncio.create_task(self._heartbeat(job.id))
+            try:
+                await self._attempt(job)
+            except asyncio.CancelledError:
+                # Shutdown: hand the job back now rather than leave it to the lock timeout.
+                async with self.ctx.sessions() as session, session.begin():
+                    await jobs.release(session=session, job_id=job.id, worker_id=self.id)
+                log.warning("job.released")
+                raise
+            finally:
+                beat.cancel()
+                await self.queue.job_changed()
+
     async def _idle(self, seconds: float) -> None:
         stop = asyncio.create_task(self._stopping.wait())
         work = asyncio.create_task(self.queue.wait_for_work(seconds))
@@ -98,65 +156,44 @@ class Worker:
         older_than = timedelta(seconds=self.ctx.settings.job_lock_timeout_s)
         async with self.ctx.sessions() as session, session.begin():
             changed = await jobs.requeue_stale(session=session, older_than=older_than)
-            metrics.QUEUE_DEPTH.set(await job_lookup.count_queued(session=session))
+            metrics.QUEUE_DEPTH.set(await jobs.count_queued(session=session))
         for job in changed:
             log.warning("job.requeued_stale", job_id=job.id, kind=job.kind, status=job.status, attempts=job.attempts)
 
     async def _claim(self) -> JobRecord | None:
         async with self.ctx.sessions() as session, session.begin():
-            return await jobs.claim_next(session=session, worker_id=self.id, kinds=list(TASKS))
-
-    async def _execute(self, job: JobRecord) -> None:
-        with structlog.contextvars.bound_contextvars(job_id=job.id, job_kind=job.kind, attempt=job.attempts):
-            log.info("job.started")
-            beat = asyncio.create_task(self._heartbeat(job.id))
-            try:
-                await self._attempt(job)
-            except asyncio.CancelledError:
-                # Shutdown: hand the job back now rather than leave it to the lock timeout.
-                async with self.ctx.sessions() as session, session.begin():
-                    await job_lookup.release(session=session, job_id=job.id, worker_id=self.id)
-                log.warning("job.released")
-                raise
-            finally:
-                beat.cancel()
-                await self.queue.job_changed()
+            return await jobs.claim_next(session=session, worker_id=self.id, kinds=list(TASKS),
+                                         owner=self.holder.owner, run=self.holder.run)
 
     async def _attempt(self, job: JobRecord) -> None:
-        settings = self.ctx.settings
-        task = TASKS[job.kind]
-        retry, error = True, ""
+        task = TASKS[JobKind(job.kind)]
         try:
             result = await task(self.ctx, dict(job.payload))
-        except InputError as exc:
-            retry, error = False, exc.detail
-        except NewsdigestError as exc:
-            error = f"{type(exc).__name__}: {exc.detail}"
-        except Exception as exc:  # a bug: recorded and retried a bounded number of times, never silent
-            log.exception("job.crashed")
-            error = f"internal error ({type(exc).__name__})"
+        except Exception as exc:
+            if not isinstance(exc, NewsdigestError):
+                log.exception("job.crashed")
+            outcome = failure(exc, job.attempts, self.ctx.settings)
         else:
             async with self.ctx.sessions() as session, session.begin():
                 done = await jobs.finish(session=session, job_id=job.id, result=result, worker_id=self.id)
             if done is None:
                 log.warning("job.lost_lock")  # requeued as stale meanwhile; the other run reports
                 return
-            metrics.JOBS.labels(kind=job.kind, status="succeeded").inc()
+            metrics.JOBS.labels(kind=job.kind, status=JobStatus.SUCCEEDED).inc()
             log.info("job.succeeded", result=result)
             return
-        wait = retry_wait(job.attempts, initial_s=settings.job_retry_initial_wait_s,
-                          max_s=settings.job_retry_max_wait_s)
         async with self.ctx.sessions() as session, session.begin():
-            failed = await jobs.fail(session=session, job_id=job.id, error=error[:2000], worker_id=self.id,
-                                     retry=retry, retry_in=wait)
+            failed = await jobs.fail(session=session, job_id=job.id, error=outcome.error, worker_id=self.id,
+                                     retry_in=outcome.retry_in)
         if failed is None:
             log.warning("job.lost_lock")
             return
         metrics.JOBS.labels(kind=job.kind, status=failed.status).inc()
-        if failed.status == "failed":
-            log.warning("job.failed", error=error, attempts=failed.attempts)
+        if failed.status == JobStatus.FAILED:
+            log.warning("job.failed", error=outcome.error, attempts=failed.attempts)
         else:
-            log.warning("job.retry_scheduled", error=error, retry_in_s=wait.total_seconds())
+            wait = outcome.retry_in or timedelta(0)
+            log.warning("job.retry_scheduled", error=outcome.error, retry_in_s=wait.total_seconds())
 
     async def _heartbeat(self, job_id: str) -> None:
         interval = self.ctx.settings.job_lock_timeout_s / 3

@@ -4,6 +4,21 @@ Everything a stage needs is ``await client.complete(prompt, messages)`` returnin
 JSON object and its ``CallUsage``. The SDK's exceptions never leave this module: they are
 mapped to ``service.errors`` at one boundary (``_map_openai_errors``). The client's own
 retries are off so that the tenacity policy built from settings is the only one.
+
+Timeouts are the one failure not always retried. A server on this machine (the embedded model,
+llama.cpp, Ollama) usually has one slot and keeps working on a request whose client gave up, so a
+second attempt only queues behind the first and doubles the work. So an attempt that timed out is
+retried only while the deadline (``LLM_DEADLINE_S``) still leaves room for one whole new timeout
+(``LLM_TIMEOUT_S``). With the defaults for an endpoint on this machine (900 s timeout, 600 s
+deadline) a timed-out call is never retried within the call, and the job around it decides; a hosted
+endpoint (120 s, 600 s) gets its retries as before. The semaphore defaults to one call in flight for
+such an endpoint (``Settings.effective_max_concurrency``).
+
+In the strict modes (``json_schema``, and ``tools``, whose function is sent with ``strict: true``) the
+schema is rewritten into OpenAI's strict subset (``service.llm.schema``); the limits it moves into
+descriptions are checked by the stages, which validate every answer with the prompt's model.
+Each call is a tracing span (``service.tracing``) and its ``CallUsage`` carries its cost
+(``service.llm.costs``).
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 import structlog
@@ -24,19 +40,22 @@ from openai import AsyncOpenAI
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
 )
 
 from schemas import CallUsage
-from service import metrics
+from service import metrics, tracing
 from service.errors import LLMError, LLMHTTPError, LLMOutputError, LLMRefusal, LLMTruncated, LLMUnavailable
+from service.llm import costs
 from service.llm.port import Completion
 from service.llm.ratelimit import RateLimiter, request_tokens
+from service.llm.schema import drop_added_nulls, strict_schema
 from service.prompts import Prompt
 from service.settings import Settings
+
+__all__ = ["LLMClient", "display_url", "strict_schema"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +64,21 @@ log = structlog.get_logger(__name__)
 class _Attempts:
     count: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: An attempt timed out: the endpoint may have billed work nobody received.
+    timed_out: bool = False
+
+
+def display_url(url: str) -> str:
+    """``url`` fit for a message or a log: scheme, host, port and path, never credentials or a query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(invalid URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -66,13 +100,14 @@ def _retry_after(headers: Any) -> float | None:
 
 
 @contextmanager
-def _map_openai_errors() -> Iterator[None]:
+def _map_openai_errors(url: str, timeout_s: float) -> Iterator[None]:
     try:
         yield
     except openai.APITimeoutError as exc:
-        raise LLMUnavailable("the model endpoint timed out") from exc
+        raise LLMUnavailable(f"the model endpoint {url} timed out after {timeout_s:g} s "
+                             "(NEWSDIGEST_LLM_TIMEOUT_S)") from exc
     except openai.APIConnectionError as exc:
-        raise LLMUnavailable(f"cannot reach the model endpoint ({type(exc.__cause__ or exc).__name__})") from exc
+        raise LLMUnavailable(f"cannot reach the model endpoint {url} ({type(exc.__cause__ or exc).__name__})") from exc
     except openai.APIStatusError as exc:
         code = exc.code if isinstance(getattr(exc, "code", None), str) else None
         # Not chained and no body kept: an endpoint may echo the request's key in its error text,
@@ -93,29 +128,8 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, LLMHTTPError) and exc.retryable
 
 
-def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI strict mode: every property required, no extra properties, no defaults."""
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key in ("default", "title"):
-                continue
-            if key in ("properties", "$defs") and isinstance(value, dict):
-                out[key] = {name: walk(sub) for name, sub in value.items()}  # names here, not keywords
-            else:
-                out[key] = walk(value)
-        if out.get("type") == "object" and "properties" in out:
-            out["required"] = list(out["properties"])
-            out["additionalProperties"] = False
-        return out
-
-    result: dict[str, Any] = walk(schema)
-    return result
+def _timed_out(exc: BaseException | None) -> bool:
+    return isinstance(exc, LLMUnavailable) and isinstance(exc.__cause__, openai.APITimeoutError)
 
 
 class LLMClient:
@@ -126,6 +140,7 @@ class LLMClient:
         self.settings = settings
         self.model = settings.effective_model
         self.mode = settings.effective_mode
+        self.url = display_url(settings.effective_base_url)
         self._client = AsyncOpenAI(
             base_url=settings.effective_base_url,
             api_key=key,
@@ -133,7 +148,7 @@ class LLMClient:
             timeout=settings.effective_timeout_s,
             http_client=http_client,
         )
-        self._semaphore = asyncio.Semaphore(settings.llm_max_concurrency)
+        self._semaphore = asyncio.Semaphore(settings.effective_max_concurrency)
         # Shared requests/tokens per minute across workers (service/ratelimit.py); the caller closes it.
         self._limiter = limiter
 
@@ -155,7 +170,8 @@ class LLMClient:
                 "json_schema": {"name": prompt.meta.name, "schema": strict_schema(schema), "strict": True},
             }
         elif self.mode == "json_object":
-            # llama-cpp-python turns this schema into a grammar, so the answer parses by construction.
+            # llama-cpp-python turns this schema into a grammar, so the answer parses by construction;
+            # the full schema (lengths and counts included) constrains it there.
             request["response_format"] = {"type": "json_object", "schema": schema}
         else:
             request["tools"] = [
@@ -164,7 +180,8 @@ class LLMClient:
                     "function": {
                         "name": prompt.meta.name,
                         "description": prompt.meta.description,
-                        "parameters": schema,
+                        "parameters": strict_schema(schema),
+                        "strict": True,
                     },
                 }
             ]
@@ -179,8 +196,33 @@ class LLMClient:
         backoff = wait_random_exponential(multiplier=self.settings.llm_retry_initial_wait_s, max=cap)
         return float(backoff(state))
 
+    def _should_retry(self, state: RetryCallState) -> bool:
+        """Retry 429 (with quota left), 5xx and connection errors; a timeout only while the deadline leaves
+        room for one whole new attempt (see the module docstring)."""
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is None or not _retryable(exc):
+            return False
+        if _timed_out(exc):
+            elapsed = state.seconds_since_start or 0.0
+            return elapsed + self.settings.effective_timeout_s <= self.settings.llm_deadline_s
+        return True
+
     async def complete(self, prompt: Prompt, messages: list[dict[str, str]]) -> Completion:
         """One model call (with retries). Raises LLMError subclasses; usage rides on the error."""
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": self.model,
+                      "server.address": urlsplit(self.settings.effective_base_url).hostname or "",
+                      "newsdigest.prompt": prompt.ref, "newsdigest.mode": self.mode}
+        with tracing.span(f"chat {self.model}", kind="client", attributes=attributes) as span:
+            try:
+                completion = await self._complete(prompt, messages)
+            except LLMError as exc:
+                if exc.usage is not None:
+                    tracing.set_attributes(span, _span_usage(exc.usage))
+                raise
+            tracing.set_attributes(span, _span_usage(completion.usage))
+            return completion
+
+    async def _complete(self, prompt: Prompt, messages: list[dict[str, str]]) -> Completion:
         request = self._request(prompt, messages)
         attempts = _Attempts()
 
@@ -200,13 +242,18 @@ class LLMClient:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.llm_max_attempts) | stop_after_delay(self.settings.llm_deadline_s),
             wait=self._wait,
-            retry=retry_if_exception(_retryable),
+            retry=self._should_retry,
             before_sleep=before_sleep,
             reraise=True,
         )
         try:
             response: Any = await retrying(self._attempt, request, attempts)
         except LLMError as exc:
+            if _timed_out(exc) and attempts.count < self.settings.llm_max_attempts:
+                log.warning("llm.timeout_not_retried", prompt=prompt.ref, attempts=attempts.count,
+                            timeout_s=self.settings.effective_timeout_s, deadline_s=self.settings.llm_deadline_s,
+                            reason="the deadline leaves no room for a whole new attempt; the endpoint may still "
+                                   "be working on this one")
             exc.usage = self._usage(prompt, attempts, None, outcome="error")
             metrics.LLM_CALLS.labels(prompt=prompt.ref, outcome="error").inc()
             raise
@@ -218,26 +265,45 @@ class LLMClient:
             if self._limiter is not None:
                 await self._limiter.acquire(tokens=request_tokens(request))
             attempts.count += 1
-            with _map_openai_errors():
-                return await self._client.chat.completions.create(**request)
+            try:
+                with _map_openai_errors(self.url, self.settings.effective_timeout_s):
+                    return await self._client.chat.completions.create(**request)
+            except LLMUnavailable as exc:
+                attempts.timed_out = attempts.timed_out or _timed_out(exc)
+                raise
+
+    def _cost(self, response: Any, attempts: _Attempts, input_tokens: int, output_tokens: int,
+              cached_tokens: int) -> float | None:
+        """The call's dollars: None for the embedded model, a model the price table does not know, or a
+        failed call whose attempt timed out (the endpoint may have billed it); 0 for other failed calls."""
+        if self.settings.uses_local_llm:
+            return None
+        if response is None and attempts.timed_out:
+            return None
+        return costs.call_cost(model=self.model, resolved_model=getattr(response, "model", None),
+                               input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens)
 
     def _usage(self, prompt: Prompt, attempts: _Attempts, response: Any, *, outcome: str) -> CallUsage:
         usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         choice = response.choices[0] if response is not None and response.choices else None
+        input_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        output_tokens = getattr(usage, "completion_tokens", 0) or 0
+        cached_tokens = getattr(details, "cached_tokens", 0) or 0
         return CallUsage(
             prompt=prompt.ref,
             prompt_hash=prompt.sha256,
             model=self.model,
             resolved_model=getattr(response, "model", None),
             mode=self.mode,
-            input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            output_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            cached_tokens=getattr(details, "cached_tokens", 0) or 0,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
             latency_ms=int((time.monotonic() - attempts.started) * 1000),
             attempts=attempts.count,
             finish_reason=getattr(choice, "finish_reason", None),
             outcome=outcome,
+            cost_usd=self._cost(response, attempts, input_tokens, output_tokens, cached_tokens),
         )
 
     def _completion(self, prompt: Prompt, response: Any, attempts: _Attempts) -> Completion:
@@ -267,11 +333,16 @@ class LLMClient:
             else:
                 if not isinstance(data, dict):
                     outcome, error = "invalid", LLMOutputError(f"{prompt.ref}: the answer is not a JSON object")
+                elif self.mode != "json_object":
+                    # The strict schema made optional properties nullable; a null there means "left out".
+                    data = drop_added_nulls(data, prompt.output_type.model_json_schema())
         usage = self._usage(prompt, attempts, response, outcome=outcome)
         metrics.LLM_CALLS.labels(prompt=prompt.ref, outcome=outcome).inc()
         metrics.LLM_TOKENS.labels(prompt=prompt.ref, direction="input").inc(usage.input_tokens)
         metrics.LLM_TOKENS.labels(prompt=prompt.ref, direction="output").inc(usage.output_tokens)
         metrics.LLM_LATENCY.labels(prompt=prompt.ref).observe(usage.latency_ms / 1000)
+        if usage.cost_usd:
+            metrics.LLM_COST.labels(prompt=prompt.ref, model=self.model).inc(usage.cost_usd)
         log.info(
             "llm.call",
             prompt=prompt.ref,
@@ -280,9 +351,26 @@ class LLMClient:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             latency_ms=usage.latency_ms,
+            cost_usd=usage.cost_usd,
         )
         if error is not None:
             error.usage = usage
             error.content = content
             raise error
         return Completion(data=data, content=content, usage=usage)
+
+
+def _span_usage(usage: CallUsage) -> dict[str, Any]:
+    """A call's usage as span attributes (GenAI semantic conventions where they exist)."""
+    attributes: dict[str, Any] = {
+        "gen_ai.usage.input_tokens": usage.input_tokens, "gen_ai.usage.output_tokens": usage.output_tokens,
+        "newsdigest.cached_tokens": usage.cached_tokens, "newsdigest.attempts": usage.attempts,
+        "newsdigest.outcome": usage.outcome,
+    }
+    if usage.resolved_model:
+        attributes["gen_ai.response.model"] = usage.resolved_model
+    if usage.finish_reason:
+        attributes["gen_ai.response.finish_reasons"] = usage.finish_reason
+    if usage.cost_usd is not None:
+        attributes["newsdigest.cost_usd"] = usage.cost_usd
+    return attributes

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from schemas import Extraction, Fact
 from service.pipeline.verify import content_words, months_in, numbers_in
 
-#: Share of the smaller fact's content words two facts must share to be about the same thing.
-SAME_SUBJECT = 0.5
-#: ... and at least this many words in common, so two short claims do not meet on one word.
-MIN_SHARED_WORDS = 3
+#: Share of the smaller fact's content words two facts without figures must share to be about one thing,
+SAME_SUBJECT = 0.35
+#: ... and when only one of them carries an amount or a percentage (a deal's terms beside a move it paid for).
+SAME_SUBJECT_ONE_FIGURE = 0.75
+#: Words two facts must share at least, so two short claims do not meet on one or two words.
+MIN_SHARED_WORDS = 4
 #: Share of an article's sentences found word for word in another for it to count as a copy.
 COPY_SHARE = 0.7
 _NAME = re.compile(r"\b[A-Z][\w'’.-]*[A-Za-z](?:\s+[A-Z][\w'’.-]*[A-Za-z])*")
@@ -52,27 +54,56 @@ def fact_index(extractions: list[Extraction]) -> dict[str, CitedFact]:
     }
 
 
+_FIGURE = re.compile(r"(?:[$€£¥]\s?(\d[\d,.]*\d|\d))|(\d[\d,.]*\d|\d)\s?(?:%|percent|per cent|billion|million|bn\b)",
+                     re.IGNORECASE)
+
+
+def figures(text: str) -> set[str]:
+    """Amounts and percentages: what makes a fact about a deal rather than about the people in it."""
+    return {numbers_in(a or b).pop() for a, b in _FIGURE.findall(text) if numbers_in(a or b)}
+
+
+def _words(text: str) -> set[str]:
+    return content_words(re.sub(r"['’]s\b", "", text))
+
+
 def significant_numbers(text: str) -> set[str]:
     """Numbers that identify a fact (amounts, years, percentages): not the small counts of prose."""
     return {n for n in numbers_in(text) if len(n.replace(".", "")) >= 2 or "." in n} | months_in(text)
 
 
 def names_in(text: str) -> set[str]:
-    """Capitalised words after a sentence's first, folded: who and what a fact is about."""
-    words = text.split(maxsplit=1)
-    rest = words[1] if len(words) > 1 else ""
-    return {w.casefold() for match in _NAME.findall(rest) for w in match.split() if len(w) > 2}
+    """Capitalised words, folded, possessives dropped: who and what a claim is about. A claim's first
+    word counts too (claims start with their subject), unless it is a word any sentence may start with."""
+    names = set()
+    for match in _NAME.findall(text):
+        for word in match.split():
+            word = re.sub(r"['’]s$", "", word).casefold()
+            if len(word) > 2 and word not in _STARTERS:
+                names.add(word)
+    return names
+
+
+_STARTERS = frozenset("the this that these those his her its their our after before with while when".split())
+
+
+def similarity(a: CitedFact, b: CitedFact) -> float:
+    """How surely two facts are about the same thing, 0 when they are not."""
+    wa, wb = _words(a.fact.claim), _words(b.fact.claim)
+    shared = wa & wb
+    if not wa or not wb:
+        return 0.0
+    share = len(shared) / min(len(wa), len(wb))
+    if significant_numbers(a.fact.claim) & significant_numbers(b.fact.claim) and len(shared) >= 2:
+        return 1.0 + share
+    if not names_in(a.fact.claim) & names_in(b.fact.claim) or len(shared) < MIN_SHARED_WORDS:
+        return 0.0
+    needed = SAME_SUBJECT_ONE_FIGURE if bool(figures(a.fact.claim)) != bool(figures(b.fact.claim)) else SAME_SUBJECT
+    return share if share >= needed else 0.0
 
 
 def same_subject(a: CitedFact, b: CitedFact) -> bool:
-    wa, wb = content_words(a.fact.claim), content_words(b.fact.claim)
-    shared = wa & wb
-    if not wa or not wb:
-        return False
-    if significant_numbers(a.fact.claim) & significant_numbers(b.fact.claim) and len(shared) >= 2:
-        return True
-    names = names_in(a.fact.claim) & names_in(b.fact.claim)
-    return len(shared) >= MIN_SHARED_WORDS and len(shared) / min(len(wa), len(wb)) >= SAME_SUBJECT and bool(names)
+    return similarity(a, b) > 0
 
 
 @dataclass
@@ -121,7 +152,15 @@ def align(index: dict[str, CitedFact], copies: dict[int, int] | None = None) -> 
     """Every verified fact in exactly one group, groups in the order an editor would read them."""
     groups: list[FactGroup] = []
     for fact in index.values():
-        home = next((g for g in groups if any(same_subject(fact, other) for other in g.facts)), None)
+        # The group it resembles most on average, and like at least half of whose facts, so that one fact
+        # touching two subjects does not chain them into one group.
+        scored = []
+        for k, group in enumerate(groups):
+            marks = [similarity(fact, other) for other in group.facts]
+            if 2 * sum(m > 0 for m in marks) >= len(marks):
+                scored.append((sum(marks) / len(marks), k))
+        best = max(scored, default=(0.0, -1))
+        home = groups[best[1]] if best[0] > 0 else None
         if home is None:
             home = FactGroup(copies=dict(copies or {}))
             groups.append(home)

@@ -30,7 +30,7 @@ from schemas import (
     StatementDraft,
 )
 from schemas.digest import WrittenBy
-from service.errors import InputError, LLMOutputError, validation_lines
+from service.errors import InputError, validation_lines
 from service.llm.port import Completer
 from service.pipeline import disagree
 from service.pipeline.align import CitedFact, FactGroup, align, copies_of, fact_index
@@ -179,11 +179,8 @@ async def build_digest(
     messages = prompt.messages(groups=prompt_groups(shown), articles=prompt_articles(usable), language=language,
                                n_statements=len(shown), min_statements=min(3, len(shown)),
                                max_statements=max_statements)
-    try:
-        rounds = await ask_checked(llm, prompt, messages, prov, lambda answer: _checked(answer, story))
-    except LLMOutputError as exc:  # the model's answer is lost, not the facts: the service words them all
-        prov.error = exc.detail
-        rounds = []
+    # An unusable answer comes back as a problem, not an error: the facts are then worded by the service.
+    rounds = await ask_checked(llm, prompt, messages, prov, lambda answer: _checked(answer, story))
     usable_rounds = [r for r in rounds if r.value[0] is not None]
     draft, bad = usable_rounds[-1].value if usable_rounds else (None, {})
     if rounds and not usable_rounds:
@@ -198,7 +195,7 @@ async def build_digest(
     for i, st in enumerate(draft.statements if draft else []):
         if i in bad or not set(st.facts) - cited:
             continue
-        mine = [g for g in dict.fromkeys(group_of[f] for f in st.facts)]
+        mine = list({group_of[f].id: group_of[f] for f in st.facts}.values())
         ids = st.facts + story.supporters(st.text, st.facts, [f for g in mine for f in g.facts])
         cited.update(ids)
         placed.append((min(rank[g.id] for g in mine), story.statement(st.text, ids, "model")))

@@ -44,27 +44,35 @@ SECTION_OVERLAP = 3
 
 
 def target_facts(sentences: int) -> int:
-    """How many facts to ask for: small models follow an exact count better than a range."""
-    return max(3, min(6, sentences // 8))
+    """How many facts to ask for: small models follow an exact count better than a range, and a short
+    article still holds five things an editor wants (what, who leads now, the figures, who stays, who follows)."""
+    return max(5, min(MAX_FACTS, sentences // 5))
 
 
 def sections(article: PreparedArticle, max_chars: int | None) -> list[tuple[Sentence, ...]]:
-    """The article's sentences in runs of at most ``max_chars`` characters, overlapping a little."""
+    """The article's sentences in runs of at most ``max_chars`` characters, overlapping a little.
+
+    A sentence longer than ``max_chars`` is a run of its own; it is never cut.
+    """
     sentences = article.sentences
-    if max_chars is None or sum(len(s.text) + 6 for s in sentences) <= max_chars:
+    cost = [len(s.text) + 6 for s in sentences]  # as numbered in the prompt: "[12] ...\n"
+    if max_chars is None or sum(cost) <= max_chars:
         return [sentences]
     runs: list[tuple[Sentence, ...]] = []
     start = 0
-    while start < len(sentences):
+    while True:
         size, end = 0, start
-        while end < len(sentences) and (end == start or size + len(sentences[end].text) + 6 <= max_chars):
-            size += len(sentences[end].text) + 6
+        while end < len(sentences) and (end == start or size + cost[end] <= max_chars):
+            size += cost[end]
             end += 1
         runs.append(sentences[start:end])
         if end == len(sentences):
-            break
+            return runs
+        # Up to SECTION_OVERLAP sentences shared with the next run, fewer when the next sentence does not
+        # fit beside them: every run shows a sentence the one before did not (else it is a wasted call).
         start = max(start + 1, end - SECTION_OVERLAP)
-    return runs
+        while start < end and sum(cost[start : end + 1]) > max_chars:
+            start += 1
 
 
 def prompt_context(article: PreparedArticle, sentences: tuple[Sentence, ...] | None = None) -> dict[str, Any]:
@@ -228,8 +236,10 @@ async def extract_sentiment(
         if chosen is None:
             last = rounds[-1].value
             prov.error = "no usable sentiment after a re-ask: " + "; ".join(last.overall)[:300]
-            prov.rejected = 1
+            # The overall judgement and the entities that failed their own checks, each counted.
+            prov.rejected = 1 + len(last.bad)
             prov.rejections = [Rejection(item="overall sentiment", reasons=last.overall)]
+            prov.rejections += [Rejection(item=item, reasons=reasons) for item, reasons in last.bad]
         else:
             prov.rejected += len(chosen.bad)
             prov.rejections += [Rejection(item=item, reasons=reasons) for item, reasons in chosen.bad]

@@ -86,8 +86,8 @@ _WRITTEN_BY: dict[WrittenBy, tuple[str, str]] = {
 }
 #: Who found a disagreement.
 _FOUND_BY: dict[WrittenBy, str] = {
-    "model": "proposed by the model, verified against the quoted sentences",
-    "service": "found by the service in the outlets' own sentences",
+    "model": "Proposed by the model, verified against the quoted sentences.",
+    "service": "Found by the service in the outlets' own sentences.",
 }
 
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 import threading
 import unicodedata
+from html.parser import HTMLParser
 
 import pysbd
 import trafilatura
@@ -39,10 +40,55 @@ def _segmenter(language: str) -> pysbd.Segmenter:
     return cache[language]
 
 
+class _PlainText(HTMLParser):
+    """Every text node outside code, styling and page furniture; a block element starts a new line."""
+
+    SKIPPED = frozenset({"script", "style", "noscript", "template", "head", "title", "svg", "math", "iframe", "object",
+                         "nav", "header", "footer", "aside", "form", "button", "select", "textarea"})
+    BLOCKS = frozenset({"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+                        "blockquote", "pre", "tr", "table", "dd", "dt", "figcaption", "main", "hr"})
+    VOID = frozenset({"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embed", "source", "track",
+                      "wbr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIPPED and tag not in self.VOID:
+            self.skipping.append(tag)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.skipping and tag == self.skipping[-1]:
+            self.skipping.pop()
+            self.parts.append("\n")
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def _plain_text(html: str) -> str:
+    parser = _PlainText()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.parts)
+
+
 def html_to_text(html: str) -> str:
-    """Main text of an HTML page (no navigation, scripts, comments), or '' when there is none."""
+    """Main text of an HTML page (no navigation, scripts, comments), or '' when there is none.
+
+    trafilatura finds an article's main text, but returns nothing for a fragment too short to look
+    like one (``<p>The council approved the budget on Monday.</p>``): then every text node outside
+    scripts, styles and page furniture is the text.
+    """
     text = trafilatura.extract(html, include_comments=False, include_tables=False, favor_precision=True)
-    return text or ""
+    return text or _plain_text(html)
 
 
 def normalise(text: str) -> str:

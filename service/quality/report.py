@@ -46,13 +46,9 @@ class Variant:
         return cls(label=spec, pins=pins, model=model)
 
 
-@contextmanager
-def replaying(cassette_dir: Path, story: str, *, replay: bool) -> Iterator[None]:
-    """Play the story's recorded model answers back instead of calling the model (offline, exact)."""
-    if not replay:
-        with nullcontext():
-            yield
-        return
+def recording(cassette_dir: Path, story: str, *, repeats: bool = False) -> Any:
+    """The story's recorded model answers, as a vcrpy cassette context that plays them back (offline,
+    exact: requests match on method, path and body); ``repeats`` lets one answer serve twice."""
     try:
         import vcr  # dev dependency: replay is for developers and CI
     except ImportError as exc:
@@ -64,7 +60,13 @@ def replaying(cassette_dir: Path, story: str, *, replay: bool) -> Iterator[None]
         raise InputError(f"{path}: no recording of this story; record it with `make record`")
     recorder = vcr.VCR(record_mode="none", match_on=["method", "path", "body"], decode_compressed_response=True)
     recorder.register_serializer("yaml", cassettes)
-    with recorder.use_cassette(str(path), serializer="yaml"):
+    return recorder.use_cassette(str(path), serializer="yaml", allow_playback_repeats=repeats)
+
+
+@contextmanager
+def replaying(cassette_dir: Path, story: str, *, replay: bool) -> Iterator[None]:
+    """Play the story's recorded model answers back instead of calling the model, when ``replay``."""
+    with recording(cassette_dir, story) if replay else nullcontext():
         yield
 
 

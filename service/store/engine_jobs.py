@@ -3,13 +3,15 @@
 With ``NEWSDIGEST_JOB_BACKEND=procrastinate`` the jobs table stays the record of every job, and
 procrastinate only delivers them: a trigger (revision ``0002_job_engine``) defers one procrastinate
 job per row that becomes ``queued``, and the engine worker running it claims that very row here.
-The claim is the same guard as the database worker's: a row is ``running`` for one worker at a
-time, so a job delivered twice (a duplicate dispatch, a worker taken for dead) still runs once.
+The claim is the database worker's own (``jobs.claim_next`` with the row's id): a row is
+``running`` for one worker at a time, so a job delivered twice (a duplicate dispatch, a worker
+taken for dead) still runs once.
 
-A worker's claim is named ``pjob:<procrastinate job id>@<host>:<pid>``, so when procrastinate
-reports one of its jobs stalled (its worker stopped sending heartbeats), :func:`requeue_stalled`
-finds the row that job held, gives it back to the queue (the interrupted attempt counts, as with
-``jobs.requeue_stale``) and fails the stalled procrastinate job, in one transaction.
+A worker's claim is named ``pjob:<procrastinate job id>@<host>:<pid>`` (:func:`claim_name`), so
+when procrastinate reports one of its jobs stalled (its worker stopped sending heartbeats),
+:func:`requeue_stalled` finds the row that job held, gives it back with ``jobs.requeue`` (the
+interrupted attempt counts) and fails the stalled procrastinate job, in one transaction. Only the
+procrastinate side is SQL here; the jobs table is read and written through ``service.store.jobs``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.store import _dialect
-from service.store.jobs import JobRecord, _one
-from service.store.models import Job, utcnow
+from service.store import _dialect, jobs
+from service.store.jobs import JobRecord
 
 ENGINE = "procrastinate"
 
@@ -56,19 +57,6 @@ def claim_name(engine_job_id: int, process: str) -> str:
     return f"pjob:{engine_job_id}@{process}"
 
 
-async def claim(*, session: AsyncSession, job_id: str, worker_id: str) -> JobRecord | None:
-    """Take the queued row ``job_id`` for ``worker_id``, counting an attempt; None if it is not queued."""
-    now = utcnow()
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="running", locked_by=worker_id, locked_at=now, attempts=Job.attempts + 1, updated_at=now)
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    )
-    return await _one(session, stmt)
-
-
 async def enable_dispatch(*, session: AsyncSession) -> list[str]:
     """Switch the trigger on and defer every queued row that has no procrastinate job yet.
 
@@ -93,10 +81,10 @@ async def dispatch_orphans(*, session: AsyncSession, due_before: datetime | None
     schemas = await engine_schemas(session)
     rows = await session.execute(text(f"""
         SELECT j.id, "{schemas.coordination}".defer_job(j) FROM jobs j
-         WHERE j.status = 'queued' AND j.run_after <= coalesce(:due_before, 'infinity'::timestamptz)
+         WHERE j.status = :queued AND j.run_after <= coalesce(:due_before, 'infinity'::timestamptz)
            AND NOT EXISTS (SELECT 1 FROM "{schemas.procrastinate}".procrastinate_jobs p
                             WHERE p.status IN ('todo', 'doing') AND p.args ->> 'job_id' = j.id)
-    """), {"due_before": due_before})  # noqa: S608
+    """), {"queued": jobs.JobStatus.QUEUED, "due_before": due_before})  # noqa: S608
     return [row[0] for row in rows]
 
 
@@ -116,21 +104,9 @@ async def requeue_stalled(*, session: AsyncSession, engine_job_id: int, job_id: 
     ), {"id": engine_job_id})
     if locked is None:
         return Recovery(recovered=False)
-    now = utcnow()
-    held = (Job.id == job_id, Job.status == "running", Job.locked_by.like(f"pjob:{engine_job_id}@%"))
-    note = "worker stopped responding (no engine heartbeat)"
-    changed = await _one(session, (
-        update(Job).where(*held, Job.attempts >= Job.max_attempts)
-        .values(status="failed", error=note, finished_at=now, updated_at=now)
-        .returning(Job).execution_options(synchronize_session=False)
-    ))
-    if changed is None:
-        # Back to queued: the dispatch trigger defers a fresh procrastinate job for it.
-        changed = await _one(session, (
-            update(Job).where(*held)
-            .values(status="queued", error=note, locked_by=None, locked_at=None, run_after=now, updated_at=now)
-            .returning(Job).execution_options(synchronize_session=False)
-        ))
+    # Back to queued (or failed, its attempts used): the dispatch trigger defers a fresh procrastinate job.
+    changed = await jobs.requeue(session=session, job_id=job_id, locked_by_prefix=claim_name(engine_job_id, ""),
+                                 reason="worker stopped responding (no engine heartbeat)")
     await session.execute(text(f"""SELECT "{p}".procrastinate_finish_job_v1(:id, 'failed', false)"""),
                           {"id": engine_job_id})
-    return Recovery(recovered=True, job=changed)
+    return Recovery(recovered=True, job=changed[0] if changed else None)

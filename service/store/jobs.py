@@ -1,11 +1,24 @@
-"""A job queue in the database, so a job survives the crash of the process that ran it.
+"""The jobs table: a queue in the database, so a job survives the crash of the process that ran it.
 
-``queued -> running -> succeeded | failed``; a failed attempt goes back to ``queued`` with a
-backoff while attempts remain. Claiming is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1)``
-statement: PostgreSQL adds ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other, and
-SQLite, which admits one writer at a time, needs nothing more. A worker that dies leaves its job
-``running``; :func:`requeue_stale` gives it back to the queue once its lock is old enough, and
-the attempt it used still counts, so a job that kills its worker cannot loop forever.
+``queued -> running -> succeeded | failed``; a failed attempt goes back to ``queued`` after the
+wait its caller chose while attempts remain. Every read and write of the table is here; the
+distributed engine's SQL (``engine_jobs``) goes through these functions too.
+
+Writing: :func:`enqueue` (with coalescing on ``dedupe_key``), :func:`claim_next` (the one claim:
+the oldest due job, or one named job for the engine), :func:`heartbeat`, :func:`finish`,
+:func:`fail`, :func:`release` (a graceful stop hands a job back) and :func:`requeue` (the one way
+back for the jobs of a worker that is gone; :func:`requeue_stale` is its lock-timeout case).
+Reading: :func:`get_job`, :func:`list_jobs`, :func:`latest_by_dedupe_key`, :func:`count_queued`,
+:func:`count_running`, :func:`held_runs`.
+
+Claiming is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1)`` statement: PostgreSQL adds ``FOR
+UPDATE SKIP LOCKED`` so workers never wait on each other, and SQLite, which admits one writer at a
+time, needs nothing more. A claim names the worker (``locked_by``, which heartbeats and outcomes
+must match) and, optionally, the process holding it: ``lock_owner`` (stable across restarts) and
+``lock_run`` (this start of it). A worker that dies leaves its job ``running``; the jobs come back
+through :func:`requeue`, at once when its own process starts again, otherwise once the lock is
+older than the timeout. The attempt it used still counts, so a job that kills its worker cannot
+loop forever.
 
 Callers commit: a claim must be committed before the work starts (on SQLite an open claim holds
 the only write lock), and a job enqueued with the article or webhook delivery that caused it
@@ -17,27 +30,43 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any
 
-from sqlalchemy import exists, insert, literal, select, update
+from sqlalchemy import ColumnElement, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from service.store import _dialect
-from service.store.models import Job, new_id, utcnow
+from service.store.models import Job, JobKind, JobStatus, new_id, utcnow
 
-JobKind = Literal["analyze_article", "build_digest", "refresh_story", "send_callback"]
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-JOB_KINDS: frozenset[str] = frozenset(get_args(JobKind))
-_MAX_BACKOFF = timedelta(minutes=10)
+__all__ = [
+    "JobKind",
+    "JobRecord",
+    "JobStatus",
+    "claim_next",
+    "count_queued",
+    "count_running",
+    "enqueue",
+    "fail",
+    "finish",
+    "get_job",
+    "heartbeat",
+    "held_runs",
+    "latest_by_dedupe_key",
+    "list_jobs",
+    "release",
+    "requeue",
+    "requeue_stale",
+]
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """A job as the API and workers see it; ``kind`` stays a str so a newer release's jobs still load."""
+    """A job as the API and workers see it. ``kind`` is a :class:`JobKind`, or the plain string of a
+    kind this release does not know (a newer release queued it), so such a job still loads."""
 
     id: str
-    kind: str
+    kind: JobKind | str
     payload: dict[str, Any]
     status: JobStatus
     attempts: int
@@ -46,6 +75,8 @@ class JobRecord:
     result: dict[str, Any] | None
     locked_by: str | None
     locked_at: datetime | None
+    lock_owner: str | None
+    lock_run: str | None
     run_after: datetime
     dedupe_key: str | None
     created_at: datetime
@@ -54,11 +85,20 @@ class JobRecord:
 
     @property
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed")
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+def _kind(value: str) -> JobKind | str:
+    try:
+        return JobKind(value)
+    except ValueError:
+        return value
 
 
 def _record(row: Job) -> JobRecord:
-    return JobRecord(**{field.name: getattr(row, field.name) for field in fields(JobRecord)})
+    values = {field.name: getattr(row, field.name) for field in fields(JobRecord)}
+    values.update(kind=_kind(row.kind), status=JobStatus(row.status))
+    return JobRecord(**values)
 
 
 async def _one(session: AsyncSession, stmt: Any) -> JobRecord | None:
@@ -66,15 +106,21 @@ async def _one(session: AsyncSession, stmt: Any) -> JobRecord | None:
     return _record(row) if row is not None else None
 
 
-def backoff(attempts: int) -> timedelta:
-    """Wait before retry number ``attempts``: 5 s, 10 s, 20 s ... capped at 10 minutes."""
-    return min(timedelta(seconds=5 * 2 ** max(attempts - 1, 0)), _MAX_BACKOFF)
+async def _all(session: AsyncSession, stmt: Any) -> list[JobRecord]:
+    rows = await session.scalars(stmt, execution_options={"populate_existing": True})
+    return [_record(row) for row in rows]
+
+
+def _queued_again(now: datetime, run_after: datetime) -> dict[str, Any]:
+    """The columns of a job going back to the queue, whichever way it goes back."""
+    return {"status": JobStatus.QUEUED, "locked_by": None, "locked_at": None, "lock_owner": None, "lock_run": None,
+            "run_after": run_after, "updated_at": now}
 
 
 async def enqueue(
     *,
     session: AsyncSession,
-    kind: JobKind,
+    kind: JobKind | str,
     payload: Mapping[str, Any],
     dedupe_key: str | None = None,
     max_attempts: int = 3,
@@ -82,12 +128,16 @@ async def enqueue(
 ) -> JobRecord:
     """Queue a job; with ``dedupe_key``, return the already queued job with that key instead.
 
-    This coalesces bursts (ten webhook updates to one story make one refresh), and the queued
-    job's payload wins. Only queued jobs count: once one runs, a new request queues a new job,
-    because the running one may have read the data too early.
+    ``kind`` may be given as its string, which must name a :class:`JobKind`. Coalescing absorbs
+    bursts (ten webhook updates to one story make one refresh), and the queued job's payload wins.
+    Only queued jobs count: once one runs, a new request queues a new job, because the running
+    one may have read the data too early.
     """
-    if kind not in JOB_KINDS:
-        raise ValueError(f"unknown job kind {kind!r}; expected one of {sorted(JOB_KINDS)}")
+    try:
+        kind = JobKind(kind)
+    except ValueError:
+        known = [k.value for k in JobKind]
+        raise ValueError(f"unknown job kind {kind!r}; expected one of {known}") from None
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     now = utcnow()
@@ -95,7 +145,7 @@ async def enqueue(
         "id": new_id(),
         "kind": kind,
         "payload": dict(payload),
-        "status": "queued",
+        "status": JobStatus.QUEUED,
         "attempts": 0,
         "max_attempts": max_attempts,
         "run_after": run_after or now,
@@ -105,7 +155,7 @@ async def enqueue(
     }
     columns = Job.__table__.c
     source = select(*(literal(value, columns[name].type) for name, value in values.items()))
-    twin = select(Job).where(Job.dedupe_key == dedupe_key, Job.status == "queued")
+    twin = select(Job).where(Job.dedupe_key == dedupe_key, Job.status == JobStatus.QUEUED)
     if dedupe_key is not None:
         await _dialect.lock(session, f"jobs:{dedupe_key}")
         # Check and insert in one statement, so SQLite's write lock covers both.
@@ -121,25 +171,38 @@ async def claim_next(
     session: AsyncSession,
     worker_id: str,
     kinds: Collection[str] | None = None,
+    job_id: str | None = None,
+    owner: str | None = None,
+    run: str | None = None,
     now: datetime | None = None,
 ) -> JobRecord | None:
-    """Take the oldest due queued job for ``worker_id``, counting an attempt; None when idle.
+    """Take a queued job for ``worker_id``, counting an attempt; None when there is none.
 
-    Two workers never get the same job. Commit right away: the claim is only visible then.
+    Without ``job_id``: the oldest due job (of ``kinds``). With it: that job if it is queued, due
+    or not, because the engine delivers a job only once its ``run_after`` has passed by the
+    database's clock. ``owner`` and ``run`` name the process holding the claim (see the module
+    docstring). Two workers never get the same job. Commit right away: the claim is only visible then.
     """
     now = now or utcnow()
-    # An alias, or the subquery would correlate to the UPDATE's own table and lose its FROM.
-    candidate = aliased(Job, name="candidate")
-    pick = select(candidate.id).where(candidate.status == "queued", candidate.run_after <= now)
-    if kinds is not None:
-        pick = pick.where(candidate.kind.in_(list(kinds)))
-    # SQLite renders no FOR UPDATE clause: its single writer already makes this atomic.
-    pick = pick.order_by(candidate.run_after, candidate.created_at, candidate.id).limit(1)
-    pick = pick.with_for_update(skip_locked=True)
+    target: ColumnElement[bool]
+    if job_id is not None:
+        target = Job.id == job_id
+        if kinds is not None:
+            target = target & Job.kind.in_(list(kinds))
+    else:
+        # An alias, or the subquery would correlate to the UPDATE's own table and lose its FROM.
+        candidate = aliased(Job, name="candidate")
+        pick = select(candidate.id).where(candidate.status == JobStatus.QUEUED, candidate.run_after <= now)
+        if kinds is not None:
+            pick = pick.where(candidate.kind.in_(list(kinds)))
+        # SQLite renders no FOR UPDATE clause: its single writer already makes this atomic.
+        pick = pick.order_by(candidate.run_after, candidate.created_at, candidate.id).limit(1)
+        target = Job.id == pick.with_for_update(skip_locked=True).scalar_subquery()
     stmt = (
         update(Job)
-        .where(Job.id == pick.scalar_subquery(), Job.status == "queued")
-        .values(status="running", locked_by=worker_id, locked_at=now, attempts=Job.attempts + 1, updated_at=now)
+        .where(target, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, locked_by=worker_id, locked_at=now, lock_owner=owner, lock_run=run,
+                attempts=Job.attempts + 1, updated_at=now)
         .returning(Job)
         .execution_options(synchronize_session=False)
     )
@@ -151,43 +214,12 @@ async def heartbeat(*, session: AsyncSession, job_id: str, worker_id: str, now: 
     now = now or utcnow()
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == "running", Job.locked_by == worker_id)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.locked_by == worker_id)
         .values(locked_at=now, updated_at=now)
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     )
     return await session.scalar(stmt) is not None
-
-
-async def requeue_stale(
-    *, session: AsyncSession, older_than: timedelta, now: datetime | None = None
-) -> list[JobRecord]:
-    """Give back ``running`` jobs whose lock is older than ``older_than`` (their worker died).
-
-    A job that has used all its attempts is failed instead. Returns the jobs changed.
-    """
-    now = now or utcnow()
-    stale = (Job.status == "running", Job.locked_at < now - older_than)
-    note = f"worker stopped responding (no heartbeat for {older_than.total_seconds():g} s)"
-    exhausted = (
-        update(Job)
-        .where(*stale, Job.attempts >= Job.max_attempts)
-        .values(status="failed", error=note, finished_at=now, updated_at=now)
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    )
-    requeued = (
-        update(Job)
-        .where(*stale)
-        .values(status="queued", error=note, locked_by=None, locked_at=None, run_after=now, updated_at=now)
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    )
-    changed: list[JobRecord] = []
-    for stmt in (exhausted, requeued):
-        rows = await session.scalars(stmt, execution_options={"populate_existing": True})
-        changed.extend(_record(row) for row in rows)
-    return changed
 
 
 async def finish(
@@ -199,14 +231,15 @@ async def finish(
 ) -> JobRecord | None:
     """Mark a running job succeeded; None if it is not running (or, with ``worker_id``, not ours).
 
-    A None means the job was requeued as stale while we worked: the other run owns it now.
+    A None means the job was requeued while we worked (taken for abandoned): the other run owns it now.
+    The lock columns stay, as the record of who ran the job.
     """
     now = utcnow()
-    stmt = update(Job).where(Job.id == job_id, Job.status == "running")
+    stmt = update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
     if worker_id is not None:
         stmt = stmt.where(Job.locked_by == worker_id)
     result = dict(result) if result is not None else None
-    stmt = stmt.values(status="succeeded", result=result, error=None, finished_at=now, updated_at=now)
+    stmt = stmt.values(status=JobStatus.SUCCEEDED, result=result, error=None, finished_at=now, updated_at=now)
     return await _one(session, stmt.returning(Job).execution_options(synchronize_session=False))
 
 
@@ -215,32 +248,148 @@ async def fail(
     session: AsyncSession,
     job_id: str,
     error: str,
+    retry_in: timedelta | None,
     worker_id: str | None = None,
-    retry: bool = True,
-    retry_in: timedelta | None = None,
 ) -> JobRecord | None:
-    """Record a failed attempt: queued again after ``retry_in`` (default :func:`backoff`) while
-    attempts remain and ``retry`` is true, otherwise failed for good. None as for :func:`finish`.
+    """Record a failed attempt: queued again after ``retry_in`` while attempts remain, failed for good
+    when they do not or when ``retry_in`` is None (nothing a retry could fix). None as for :func:`finish`.
+
+    The wait is the caller's policy (the worker's backoff, from settings); the table only counts attempts.
     """
     job = await get_job(session=session, job_id=job_id)
-    if job is None or job.status != "running" or (worker_id is not None and job.locked_by != worker_id):
+    if job is None or job.status != JobStatus.RUNNING or (worker_id is not None and job.locked_by != worker_id):
         return None
     now = utcnow()
-    if retry and job.attempts < job.max_attempts:
-        wait = retry_in if retry_in is not None else backoff(job.attempts)
-        values: dict[str, Any] = {"status": "queued", "run_after": now + wait, "locked_by": None, "locked_at": None}
+    if retry_in is not None and job.attempts < job.max_attempts:
+        values = _queued_again(now, now + retry_in)
     else:
-        values = {"status": "failed", "finished_at": now}
+        values = {"status": JobStatus.FAILED, "finished_at": now, "updated_at": now}
     stmt = (
         update(Job)
         # Unchanged since we read it: not requeued as stale and claimed again in between.
-        .where(Job.id == job_id, Job.status == "running", Job.attempts == job.attempts, Job.locked_by == job.locked_by)
-        .values(error=error, updated_at=now, **values)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempts == job.attempts,
+               Job.locked_by == job.locked_by)
+        .values(error=error, **values)
         .returning(Job)
         .execution_options(synchronize_session=False)
     )
     return await _one(session, stmt)
 
 
+async def release(*, session: AsyncSession, job_id: str, worker_id: str) -> bool:
+    """Give a running job of ours back to the queue at once (a graceful stop), keeping its attempt count.
+
+    Unlike :func:`fail` and :func:`requeue` it records no error: nothing went wrong with the job.
+    """
+    now = utcnow()
+    released = await session.scalar(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.locked_by == worker_id)
+        .values(**_queued_again(now, now))
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return released is not None
+
+
+async def requeue(
+    *,
+    session: AsyncSession,
+    reason: str,
+    locked_before: datetime | None = None,
+    job_id: str | None = None,
+    locked_by_prefix: str | None = None,
+    owner: str | None = None,
+    runs: Collection[str] | None = None,
+    now: datetime | None = None,
+) -> list[JobRecord]:
+    """Give back to the queue, due at once, the running jobs whose worker is gone; returns the jobs changed.
+
+    Which jobs: every given condition must hold (``locked_at`` before ``locked_before``, the job
+    ``job_id``, ``locked_by`` starting with ``locked_by_prefix``, held by ``owner`` in one of
+    ``runs``); at least one is required, so a call can never take back every running job. The
+    interrupted attempt counts: a job that has used all its attempts is failed instead. ``reason``
+    is recorded as the job's error either way.
+    """
+    held: list[ColumnElement[bool]] = []
+    if locked_before is not None:
+        held.append(Job.locked_at < locked_before)
+    if job_id is not None:
+        held.append(Job.id == job_id)
+    if locked_by_prefix is not None:
+        held.append(Job.locked_by.startswith(locked_by_prefix, autoescape=True))
+    if owner is not None:
+        held.append(Job.lock_owner == owner)
+    if runs is not None:
+        if not runs:
+            return []
+        held.append(Job.lock_run.in_(list(runs)))
+    if not held:
+        raise ValueError("requeue needs at least one condition: it never takes back every running job")
+    now = now or utcnow()
+    held.append(Job.status == JobStatus.RUNNING)
+    exhausted = (
+        update(Job)
+        .where(*held, Job.attempts >= Job.max_attempts)
+        .values(status=JobStatus.FAILED, error=reason, finished_at=now, updated_at=now)
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    requeued = (
+        update(Job)
+        .where(*held)
+        .values(error=reason, **_queued_again(now, now))
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    return [*await _all(session, exhausted), *await _all(session, requeued)]
+
+
+async def requeue_stale(
+    *, session: AsyncSession, older_than: timedelta, now: datetime | None = None
+) -> list[JobRecord]:
+    """:func:`requeue` the ``running`` jobs whose lock is older than ``older_than`` (their worker died)."""
+    now = now or utcnow()
+    note = f"worker stopped responding (no heartbeat for {older_than.total_seconds():g} s)"
+    return await requeue(session=session, reason=note, locked_before=now - older_than, now=now)
+
+
+async def held_runs(*, session: AsyncSession, owner: str) -> set[str]:
+    """The runs of ``owner`` that hold running jobs (a process looking for what its dead predecessor held)."""
+    rows = await session.scalars(
+        select(Job.lock_run).distinct()
+        .where(Job.status == JobStatus.RUNNING, Job.lock_owner == owner, Job.lock_run.is_not(None))
+    )
+    return {run for run in rows if run is not None}
+
+
 async def get_job(*, session: AsyncSession, job_id: str) -> JobRecord | None:
     return await _one(session, select(Job).where(Job.id == job_id))
+
+
+async def list_jobs(*, session: AsyncSession, kind: JobKind | str | None = None) -> list[JobRecord]:
+    """Every job (of ``kind``), oldest first."""
+    stmt = select(Job).order_by(Job.created_at, Job.id)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    return await _all(session, stmt)
+
+
+async def latest_by_dedupe_key(*, session: AsyncSession, dedupe_key: str, prefix: bool = False) -> JobRecord | None:
+    """The newest job with this ``dedupe_key`` (or, with ``prefix``, one starting with it)."""
+    match = Job.dedupe_key.startswith(dedupe_key, autoescape=True) if prefix else Job.dedupe_key == dedupe_key
+    return await _one(session, select(Job).where(match).order_by(Job.created_at.desc(), Job.id.desc()).limit(1))
+
+
+async def count_queued(*, session: AsyncSession) -> int:
+    """Jobs waiting to run, due or not (the queue-depth gauge)."""
+    stmt = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)
+    return int(await session.scalar(stmt) or 0)
+
+
+async def count_running(*, session: AsyncSession, kind: JobKind, dedupe_key: str) -> int:
+    """Jobs of ``kind`` with ``dedupe_key`` that a worker holds right now (the asking job included)."""
+    stmt = select(func.count()).select_from(Job).where(
+        Job.kind == kind, Job.dedupe_key == dedupe_key, Job.status == JobStatus.RUNNING
+    )
+    return int(await session.scalar(stmt) or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +36,27 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # none_as_null: a missing result is SQL NULL, not the JSON literal 'null'.
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+
+class JobKind(StrEnum):
+    """What a job does; each kind is one function in the worker's registry (``service.jobs.worker``)."""
+
+    ANALYZE_ARTICLE = "analyze_article"
+    BUILD_DIGEST = "build_digest"
+    REFRESH_STORY = "refresh_story"
+    SEND_CALLBACK = "send_callback"
+
+
+class JobStatus(StrEnum):
+    """``queued -> running -> succeeded | failed``; the table's CHECK constraint allows exactly these."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# Plain strings: the constraints below are rendered into SQL with repr().
+JOB_STATUSES = tuple(status.value for status in JobStatus)
 IDEMPOTENCY_STATUSES = ("processing", "done")
 
 
@@ -184,13 +205,17 @@ class Job(Base):
     # Not constrained in SQL: a new kind should not need a table rebuild on SQLite.
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     locked_by: Mapped[str | None] = mapped_column(String(200))
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Which process holds the lock: its stable name and its start, so that process's next start
+    # can take back at once what it held when it died (service.jobs.context.LockHolder).
+    lock_owner: Mapped[str | None] = mapped_column(String(255))
+    lock_run: Mapped[str | None] = mapped_column(String(64))
     run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     dedupe_key: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = _created()
@@ -217,6 +242,9 @@ class IdempotencyKey(Base):
     status: Mapped[str] = mapped_column(String(16), default="processing")
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    # The process running the request while 'processing', as for a job's lock (Job.lock_owner).
+    lock_owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    lock_run: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
     # When the current attempt began or finished: a 'processing' row this old was abandoned.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, index=True)

@@ -1,25 +1,17 @@
-"""A story across tables: whether its refresh is already running, and retiring its digest.
+"""A story's digest retired when its last article goes: the one digest write outside ``digests``.
 
-Kept apart from ``jobs`` and ``digests`` (the queue's state machine and the digest history)
-because these two questions only matter to living story digests (``service.jobs.story_jobs``).
+Kept apart from ``digests`` (the digest history and its cache) because it only matters to living
+story digests (``service.jobs.story_jobs``); whether a story's refresh is already running is a
+question for the jobs table (``service.store.jobs.count_running``).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.store import _dialect
 from service.store.models import Digest as DigestRow
-from service.store.models import Job
-
-
-async def count_running(*, session: AsyncSession, kind: str, dedupe_key: str) -> int:
-    """Jobs of ``kind`` with ``dedupe_key`` that a worker holds right now (the asking job included)."""
-    stmt = select(func.count()).select_from(Job).where(
-        Job.kind == kind, Job.dedupe_key == dedupe_key, Job.status == "running"
-    )
-    return int(await session.scalar(stmt) or 0)
 
 
 async def retire_current_digest(*, session: AsyncSession, story_id: str) -> str | None:

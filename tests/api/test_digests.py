@@ -8,7 +8,7 @@ import pytest
 
 from tests.api.answers import analysis, article, digest_answer
 from tests.api.conftest import API_KEY, Api
-from tests.fault_server import delay
+from tests.fault_server import delay, malformed
 
 STORY = "council-budget"
 
@@ -47,7 +47,10 @@ async def test_a_story_digest_is_built_and_becomes_current(any_db_api: Api) -> N
     assert view["is_current"] is True
     assert view["story_id"] == STORY
     digest = view["digest"]
-    assert [s["outlets"] for s in digest["statements"]] == [1, 1]
+    # The model words each article's first fact; the second facts it left out are published as verified.
+    assert [(s["written_by"], s["outlets"]) for s in digest["statements"]] == [
+        ("model", 1), ("model", 1), ("service", 1), ("service", 1)]
+    assert [c["fact_id"] for s in digest["statements"] for c in s["citations"]] == ["A1.F1", "A2.F1", "A1.F2", "A2.F2"]
     assert digest["statements"][0]["citations"][0]["quote"] == digest["statements"][0]["text"]
     assert {s["outlet"] for s in digest["sources"]} == {"Outlet 1", "Outlet 2"}
     current = (await any_db_api.client.get(f"/v1/stories/{STORY}/digest")).json()
@@ -67,6 +70,48 @@ async def test_the_same_digest_twice_costs_no_model_call(any_db_api: Api) -> Non
     assert len(any_db_api.faults.completions) == calls
     job = (await any_db_api.client.get(f"/v1/stories/{STORY}/digest")).json()
     assert job["id"] == again.json()["id"]
+
+
+async def test_a_digest_the_service_wrote_for_an_unusable_answer_is_published_but_never_reused(api: Api) -> None:
+    payloads = await analysed_story(api)
+    api.faults.script([malformed(), malformed()])
+
+    first = await api.client.post("/v1/digests", params={"wait": 10}, json={"story_id": STORY})
+
+    assert first.status_code == 200, first.text
+    digest = first.json()["digest"]
+    assert [s["written_by"] for s in digest["statements"]] == ["service"] * 4  # every verified fact, as written
+    assert digest["provenance"]["error"].startswith("no usable digest after a re-ask")
+    calls = len(api.faults.completions)
+    # The next build asks the model again, as it would after a failed analysis: it may do better.
+    api.faults.script([digest_answer(payloads)])
+
+    again = await api.client.post("/v1/digests", params={"wait": 10}, json={"story_id": STORY})
+
+    assert again.status_code == 200
+    assert len(api.faults.completions) == calls + 1 and api.faults.remaining == 0
+    assert [s["written_by"] for s in again.json()["digest"]["statements"]] == ["model", "model", "service", "service"]
+
+
+async def test_an_article_with_the_same_text_as_another_is_a_duplicate_source(api: Api) -> None:
+    original, reprint = article(1), article(1, cms_id="cms-reprint", outlet="Reprint Daily")
+    api.faults.script(analysis(original))
+    ids = []
+    for payload in (original, reprint):  # the reprint's analysis is the original's, from the cache
+        posted = await api.client.post("/v1/articles", params={"wait": 10}, json=payload)
+        assert posted.status_code == 200
+        ids.append(posted.json()["id"])
+    api.faults.script([digest_answer([original])])
+
+    response = await api.client.post("/v1/digests", params={"wait": 10}, json={"story_id": STORY})
+
+    assert response.status_code == 200, response.text
+    sources = response.json()["digest"]["sources"]
+    assert [(s["article_id"], s["status"], s["error"]) for s in sources] == [
+        (ids[0], "used", None),
+        (ids[1], "duplicate", "same text as Outlet 1"),
+    ]
+    assert len(api.faults.completions) == 3 and api.faults.remaining == 0
 
 
 async def test_articles_without_a_matching_analysis_are_analysed_by_the_digest_job(api: Api) -> None:

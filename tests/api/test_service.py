@@ -11,9 +11,9 @@ from service.api import create_app
 from service.errors import ConfigError
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from tests.api.answers import analysis, article
+from tests.api.answers import analysis, article, facts_answer, sentiment_answer
 from tests.api.conftest import Api, open_api
-from tests.fault_server import FaultServer, closed_port_url
+from tests.fault_server import FaultServer, closed_port_url, ok
 
 
 async def test_healthz_answers_without_a_key(api: Api) -> None:
@@ -65,6 +65,26 @@ async def test_metrics_count_requests_by_route_template_and_jobs(api: Api) -> No
     assert "newsdigest_job_queue_depth 0.0" in text
     assert "newsdigest_http_request_seconds_bucket" in text
     assert "newsdigest_llm_calls_total" in text
+
+
+async def test_an_analysis_records_its_repairs_in_the_metrics(api: Api, registry: PromptRegistry) -> None:
+    payload = article(1)
+    facts = facts_answer(payload)["facts"]
+    moved = {**facts[0], "sentences": [2]}  # sentence 1's claim cited on sentence 2: the service moves it
+    api.faults.script([ok({"facts": [moved, facts[1]]}), ok(sentiment_answer())])
+    key_facts = registry.get("key_facts").ref
+
+    def count(text: str, name: str) -> float:
+        found = [line for line in text.splitlines() if line.startswith(f'{name}{{prompt="{key_facts}"}} ')]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    names = ("newsdigest_repaired_items_total", "newsdigest_reasks_total", "newsdigest_rejected_items_total")
+    before = (await api.client.get("/metrics")).text
+    response = await api.client.post("/v1/articles", params={"wait": 10}, json=payload)
+    after = (await api.client.get("/metrics")).text
+
+    assert response.status_code == 200, response.text
+    assert [count(after, n) - count(before, n) for n in names] == [1.0, 0.0, 0.0]
 
 
 async def test_prompts_lists_versions_hashes_and_the_active_ones(api: Api, registry: PromptRegistry) -> None:

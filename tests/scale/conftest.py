@@ -231,7 +231,7 @@ async def add_articles(sessions: async_sessionmaker[AsyncSession], numbers: rang
             record = await articles.save_article(session=session, prepared=prepare(article_in(n, story_id),
                                                                                   max_chars=100_000))
             if analyse:
-                await jobs.enqueue(session=session, kind="analyze_article",
+                await jobs.enqueue(session=session, kind=jobs.JobKind.ANALYZE_ARTICLE,
                                    payload={"article_id": record.id, "pins": []}, max_attempts=3)
             stored.append(record)
     return stored

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.jobs import story_jobs
+from service.store.jobs import JobKind
 from tests.scale.conftest import (
     RecordingStub,
     Workers,
@@ -136,7 +137,7 @@ async def test_refreshes_of_one_story_never_overlap(
 
     done = await wait_until_done(sessions, 1, workers, timeout=90)
 
-    refreshes = [j for j in done if j.kind == "refresh_story"]
+    refreshes = [j for j in done if j.kind == JobKind.REFRESH_STORY]
     assert {j.status for j in refreshes} == {"succeeded"}, workers.logs()
     contended = 0
     for story in stories:
@@ -172,3 +173,36 @@ async def test_a_stopped_worker_hands_its_running_job_back(
     (done,) = await wait_until_done(sessions, 1, workers)
     assert (done.status, done.attempts) == ("succeeded", 2)
     assert await engine_jobs_by_status(sessions) == {"aborted": 1}
+
+
+async def test_a_worker_restarted_under_its_name_resumes_its_jobs_at_once(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], start_stub: Callable[[float], RecordingStub],
+    workers: Workers,
+) -> None:
+    """SIGKILL, then the same worker name starts again: the rows it held go back to the queue at start-up,
+    long before their locks time out (60 s here), and run once more."""
+    stub = start_stub(1.0)
+    env = worker_env(database_url, stub, worker_name="engine-a", job_lock_timeout_s=60)
+    victim = workers.start(env)
+    await add_articles(sessions, range(1, 3))
+    deadline = time.monotonic() + 30
+    interrupted: set[str] = set()
+    while not interrupted:
+        assert time.monotonic() < deadline, workers.logs()
+        interrupted = {j.id for j in await all_jobs(sessions)
+                       if j.status == "running" and j.locked_by and j.locked_by.endswith(f":{victim.pid}")}
+        await asyncio.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    interrupted = {j.id for j in await all_jobs(sessions) if j.status == "running"}
+
+    restarted_at = time.monotonic()
+    successor = workers.start(env)
+    done = await wait_until_done(sessions, 2, workers, timeout=45)
+
+    assert time.monotonic() - restarted_at < 45
+    assert [j.status for j in done] == ["succeeded"] * 2, workers.logs()
+    for job in done:
+        assert job.attempts == (2 if job.id in interrupted else 1), (job, workers.logs())
+        assert job.locked_by and job.locked_by.endswith(f":{successor.pid}")
+    assert "runtime.previous_run_recovered" in workers.logs()

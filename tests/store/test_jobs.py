@@ -6,8 +6,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.jobs.worker import backoff
+from service.settings import Settings
 from service.store import jobs
 from service.store.models import utcnow
+
+
+def _settings() -> Settings:
+    return Settings(job_retry_initial_wait_s=5, job_retry_max_wait_s=600)
 
 
 async def test_enqueue_coalesces_queued_jobs_with_the_same_key(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -122,14 +128,15 @@ async def test_finish_fail_and_heartbeat(sessions: async_sessionmaker[AsyncSessi
         assert await jobs.heartbeat(session=session, job_id=job.id, worker_id="w")
         assert not await jobs.heartbeat(session=session, job_id=job.id, worker_id="intruder")
         assert await jobs.finish(session=session, job_id=job.id, worker_id="intruder") is None
-        retried = await jobs.fail(session=session, job_id=job.id, error="LLM timed out", worker_id="w")
+        retried = await jobs.fail(session=session, job_id=job.id, error="LLM timed out", worker_id="w",
+                                  retry_in=backoff(1, _settings()))
     assert retried is not None and retried.status == "queued" and retried.error == "LLM timed out"
-    assert retried.run_after >= retried.updated_at + jobs.backoff(1)
+    assert retried.run_after >= retried.updated_at + backoff(1, _settings())
     async with sessions.begin() as session:
         assert await jobs.claim_next(session=session, worker_id="w") is None  # backing off
         claimed = await jobs.claim_next(session=session, worker_id="w", now=retried.run_after)
         assert claimed is not None and claimed.attempts == 2
-        failed = await jobs.fail(session=session, job_id=job.id, error="still broken")
+        failed = await jobs.fail(session=session, job_id=job.id, error="still broken", retry_in=backoff(2, _settings()))
     assert failed is not None and failed.status == "failed" and failed.done and failed.finished_at is not None
 
     async with sessions.begin() as session:
@@ -143,5 +150,71 @@ async def test_finish_fail_and_heartbeat(sessions: async_sessionmaker[AsyncSessi
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    assert [jobs.backoff(n).total_seconds() for n in (1, 2, 3)] == [5, 10, 20]
-    assert jobs.backoff(30) == timedelta(minutes=10)
+    assert [backoff(n, _settings()).total_seconds() for n in (1, 2, 3)] == [5, 10, 20]
+    assert backoff(30, _settings()) == timedelta(minutes=10)
+
+
+async def test_a_named_job_is_claimed_whatever_its_run_after(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The engine's claim: procrastinate delivers a row once it is due by the database's clock."""
+    async with sessions.begin() as session:
+        later = await jobs.enqueue(session=session, kind="send_callback", payload={},
+                                   run_after=utcnow() + timedelta(minutes=5))
+    async with sessions.begin() as session:
+        assert await jobs.claim_next(session=session, worker_id="w", kinds=["build_digest"], job_id=later.id) is None
+        claimed = await jobs.claim_next(session=session, worker_id="pjob:7@h:1", job_id=later.id, owner="h/w",
+                                        run="1.a")
+        assert claimed is not None and claimed.id == later.id and claimed.attempts == 1
+        assert (claimed.locked_by, claimed.lock_owner, claimed.lock_run) == ("pjob:7@h:1", "h/w", "1.a")
+        assert await jobs.claim_next(session=session, worker_id="w2", job_id=later.id) is None  # delivered twice
+
+
+async def test_requeue_takes_back_only_the_jobs_its_conditions_name(sessions: async_sessionmaker[AsyncSession]) -> None:
+    held = {}
+    async with sessions.begin() as session:
+        for name, owner, run, worker in [("old", "h/a", "1.x", "pjob:1@h:1"), ("live", "h/a", "2.y", "pjob:2@h:2"),
+                                         ("other", "h/b", "1.x", "pjob:12@h:3")]:
+            job = await jobs.enqueue(session=session, kind="analyze_article", payload={})
+            held[name] = await jobs.claim_next(session=session, worker_id=worker, job_id=job.id, owner=owner, run=run)
+    async with sessions.begin() as session:
+        assert await jobs.held_runs(session=session, owner="h/a") == {"1.x", "2.y"}
+        with pytest.raises(ValueError, match="at least one condition"):
+            await jobs.requeue(session=session, reason="r")
+        assert await jobs.requeue(session=session, reason="r", owner="h/a", runs=[]) == []
+        (old,) = await jobs.requeue(session=session, reason="restarted", owner="h/a", runs=["1.x"])
+        # A prefix is matched as text: "pjob:1@" is not "pjob:12@".
+        (other,) = await jobs.requeue(session=session, reason="stalled", locked_by_prefix="pjob:12@")
+        assert await jobs.requeue(session=session, reason="r", job_id=held["live"].id, locked_by_prefix="pjob:9@") == []
+        assert await jobs.held_runs(session=session, owner="h/a") == {"2.y"}
+    assert (old.id, old.status, old.error, old.attempts) == (held["old"].id, "queued", "restarted", 1)
+    assert old.lock_run is None
+    assert (other.id, other.status, other.error) == (held["other"].id, "queued", "stalled")
+
+
+async def test_release_hands_a_job_back_without_an_error(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions.begin() as session:
+        job = await jobs.enqueue(session=session, kind="build_digest", payload={})
+        await jobs.claim_next(session=session, worker_id="w", owner="h/a", run="1.x")
+    async with sessions.begin() as session:
+        assert not await jobs.release(session=session, job_id=job.id, worker_id="intruder")
+        assert await jobs.release(session=session, job_id=job.id, worker_id="w")
+        back = await jobs.get_job(session=session, job_id=job.id)
+    assert back is not None and (back.status, back.attempts, back.error, back.locked_by, back.lock_owner) == (
+        "queued", 1, None, None, None)
+
+
+async def test_lookups_by_dedupe_key_and_counts(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions.begin() as session:
+        a = await jobs.enqueue(session=session, kind="analyze_article", payload={}, dedupe_key="analyze_article:a1:h")
+        await jobs.enqueue(session=session, kind="analyze_article", payload={}, dedupe_key="analyze_article:a10:h")
+        r = await jobs.enqueue(session=session, kind="refresh_story", payload={}, dedupe_key="refresh:s")
+        await jobs.claim_next(session=session, worker_id="w", job_id=r.id)
+    async with sessions() as session:
+        found = await jobs.latest_by_dedupe_key(session=session, dedupe_key="analyze_article:a1:", prefix=True)
+        assert found is not None and found.id == a.id
+        # "_" and "%" in a prefix are text, not wildcards.
+        assert await jobs.latest_by_dedupe_key(session=session, dedupe_key="analyze%", prefix=True) is None
+        assert await jobs.latest_by_dedupe_key(session=session, dedupe_key="refresh:s") == await jobs.get_job(
+            session=session, job_id=r.id)
+        assert await jobs.count_queued(session=session) == 2
+        assert await jobs.count_running(session=session, kind=jobs.JobKind.REFRESH_STORY, dedupe_key="refresh:s") == 1
+        assert [j.kind for j in await jobs.list_jobs(session=session)] == ["analyze_article"] * 2 + ["refresh_story"]

@@ -62,3 +62,23 @@ async def test_abandoned_and_released_keys_can_be_retried(sessions: async_sessio
         assert (await idempotency.begin(session=session, **key)).state == "new"
     async with sessions.begin() as session:
         assert await idempotency.purge_keys(session=session, now=utcnow() + timedelta(days=2)) == 1
+
+
+async def test_keys_in_flight_are_released_by_the_run_that_held_them(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions.begin() as session:
+        for key, owner, run in [("a", "h/api", "1.x"), ("b", "h/api", "2.y"), ("c", "h/other", "1.x"),
+                                ("d", "h/api", "1.x")]:
+            state = await idempotency.begin(session=session, key=key, api_key_hash="cms", request_hash="r",
+                                            owner=owner, run=run)
+            assert state.state == "new"
+        await idempotency.complete(session=session, key="d", api_key_hash="cms", response_status=202,
+                                   response_body={})
+    async with sessions.begin() as session:
+        assert await idempotency.held_runs(session=session, owner="h/api") == {"1.x", "2.y"}  # "d" is answered
+        assert await idempotency.release_runs(session=session, owner="h/api", runs=[]) == 0
+        assert await idempotency.release_runs(session=session, owner="h/api", runs=["1.x"]) == 1
+        states = {key: (await idempotency.begin(session=session, key=key, api_key_hash="cms", request_hash="r")).state
+                  for key in "abcd"}
+    assert states == {"a": "new", "b": "processing", "c": "processing", "d": "done"}

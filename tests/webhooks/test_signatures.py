@@ -169,3 +169,86 @@ async def test_api_key_does_not_replace_the_signature(idle_hooks: Hooks) -> None
         "content-type": "application/json", "authorization": "Bearer test-key"})
     assert response.status_code == 401
     await _nothing_written(idle_hooks)
+
+
+# No input is a 500: text, dates and nesting the store cannot hold are refused with a 422, on every database.
+
+def _raw_event(data: str) -> bytes:
+    """An event whose ``data`` is given as JSON text (so escapes like \\u0000 reach the service as sent)."""
+    return b'{"type": "article.published", "timestamp": "2025-01-01T10:00:00Z", "data": ' + data.encode() + b"}"
+
+
+@pytest.mark.parametrize("field", ["body", "outlet", "title", "id", "story_id", "url"])
+async def test_nul_in_an_article_field_is_a_422_naming_it(any_db_idle_hooks: Hooks, field: str) -> None:
+    data = {**article(1), "url": "https://example.org/a"}
+    data[field] = "Budget\x00 news. The council met."
+    body = event("article.published", data)
+
+    response = await any_db_idle_hooks.post(body, signed(body))
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["type"] == "https://newsdigest.dev/problems/invalid-event"
+    assert [e["loc"][-1] for e in problem["errors"]] == [field]
+    await _nothing_written(any_db_idle_hooks)
+
+
+@pytest.mark.parametrize(("kind", "data"), [
+    ("article.published", {**article(1), "body": "The council met\ud800 on Monday."}),
+    ("article.deleted", {"id": "cms-1\x00"}),
+    ("article.deleted", {"id": "cms-1", "story_id": "\udfff"}),
+], ids=["lone surrogate in a body", "NUL in a deleted id", "lone surrogate in a deleted story"])
+async def test_unstorable_text_anywhere_in_an_event_is_a_422(any_db_idle_hooks: Hooks, kind: str,
+                                                             data: dict[str, Any]) -> None:
+    body = event(kind, data)  # json.dumps sends a lone surrogate as its escape, as any JSON client does
+
+    response = await any_db_idle_hooks.post(body, signed(body))
+
+    assert response.status_code == 422, response.text
+    await _nothing_written(any_db_idle_hooks)
+
+
+@pytest.mark.parametrize("published_at", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+async def test_a_date_past_the_calendar_is_a_422(any_db_idle_hooks: Hooks, published_at: str) -> None:
+    body = _published(published_at=published_at)
+
+    response = await any_db_idle_hooks.post(body, signed(body))
+
+    assert response.status_code == 422, response.text
+    assert [e["loc"][-1] for e in response.json()["errors"]] == ["published_at"]
+    await _nothing_written(any_db_idle_hooks)
+
+
+async def test_data_nested_30000_levels_deep_is_refused_before_parsing(any_db_idle_hooks: Hooks) -> None:
+    body = _raw_event("[" * 30_000 + "]" * 30_000)
+
+    response = await any_db_idle_hooks.post(body, signed(body))
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"] == "https://newsdigest.dev/problems/json-too-deep"
+    await _nothing_written(any_db_idle_hooks)
+
+
+async def test_the_errors_of_an_invalid_event_are_capped(idle_hooks: Hooks) -> None:
+    data = {**article(1), **{f"k{n:05}": 0 for n in range(20_000)}}
+    body = event("article.published", data)
+
+    response = await idle_hooks.post(body, signed(body))
+
+    assert response.status_code == 422, response.text
+    assert len(response.json()["errors"]) == 50
+    assert response.json()["errors_omitted"] == 20_000 - 50
+    assert len(response.content) < 20_000
+
+
+@pytest.mark.parametrize("kind", ["article.archived\x00", "\ud800"], ids=["NUL", "lone surrogate"])
+async def test_an_unknown_event_type_with_unstorable_text_is_refused(any_db_idle_hooks: Hooks, kind: str) -> None:
+    """Found by tests/api/test_properties.py: logging such an ignored type crashed the request (500)."""
+    body = event(kind, {"id": "cms-1"})
+
+    response = await any_db_idle_hooks.post(body, signed(body))
+
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["errors"]] == [["body", "type"]]
+    await _nothing_written(any_db_idle_hooks)

@@ -56,7 +56,11 @@ async def test_burst_of_ten_events_makes_one_refresh(database_url: str, hook_set
         assert 1 <= counts["digests"] <= 2
         current = await _current(hooks)
         assert current is not None and len(current.article_ids) == 10
-        assert len(current.digest.statements) == 10
+        # 20 verified facts: 8 statements (the cap), the rest also reported; every fact is cited once.
+        assert (len(current.digest.statements), len(current.digest.also_reported)) == (8, 12)
+        everything = [*current.digest.statements, *current.digest.also_reported]
+        assert sorted(c.fact_id for s in everything for c in s.citations) == sorted(
+            f"A{n}.F{m}" for n in range(1, 11) for m in (1, 2))
         # Ten analyses of two calls each, and one digest call: the burst did not cost ten digests.
         assert len(hooks.faults.completions) == 21
         story = await hooks.client.get(f"/v1/stories/{STORY}/digest", headers={"authorization": "Bearer test-key"})
@@ -153,5 +157,8 @@ async def test_a_refresh_that_meets_a_running_analysis_waits_for_it_instead_of_a
         assert len(hooks.faults.completions) == 3
         current = await _current(hooks)
         assert current is not None
-        assert [c.quote for s in current.digest.statements for c in s.citations] == [
-            facts_answer(payload)["facts"][0]["claim"]]
+        # The model's statement cites the first fact; the second, left out, is published by the service.
+        assert [(s.written_by, [c.quote for c in s.citations]) for s in current.digest.statements] == [
+            ("model", [facts_answer(payload)["facts"][0]["claim"]]),
+            ("service", [facts_answer(payload)["facts"][1]["claim"]]),
+        ]

@@ -9,7 +9,7 @@ from schemas import ArticleIn, ArticleView, JobAccepted
 from service.api.deps import ApiKeyDep, QueueDep, RegistryDep, SessionDep, SessionsDep, SettingsDep
 from service.api.idempotency import fingerprint, idempotent
 from service.api.problems import problem_responses
-from service.api.routes.params import Pins, Wait
+from service.api.routes.params import LOCATION, REPLAYED, IdempotencyKey, Pins, Wait
 from service.api.views import ANALYZE, accepted, analyze_dedupe_key, article_view, find_article, job_url
 from service.errors import NotFoundError
 from service.pipeline.text import prepare
@@ -20,12 +20,14 @@ router = APIRouter(prefix="/articles", tags=["articles"])
 
 @router.post(
     "", status_code=202, response_model=JobAccepted,
-    responses={200: {"model": ArticleView, "description": "Analysed within `wait` seconds."},
+    responses={200: {"model": ArticleView, "description": "Analysed within `wait` seconds.", "headers": REPLAYED},
+               202: {"description": "Queued: poll `job_url`.", "headers": {**LOCATION, **REPLAYED}},
                **problem_responses(400, 401, 409, 413, 415, 422)},
 )
 async def submit(article: ArticleIn, request: Request, caller: ApiKeyDep, settings: SettingsDep,
                  registry: RegistryDep, queue: QueueDep, sessions: SessionsDep, wait: Wait = 0,
-                 prompt: Pins = []) -> JSONResponse:  # noqa: B006 (FastAPI copies query defaults)
+                 prompt: Pins = [],  # noqa: B006 (FastAPI copies query defaults)
+                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Store an article from the CMS and queue its analysis (key facts and sentiment).
 
     An article with the CMS's `id` is updated in place; a changed text is analysed again, an

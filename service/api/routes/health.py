@@ -14,7 +14,7 @@ from schemas import Health, Readiness
 from service import metrics
 from service.api.deps import RuntimeDep
 from service.api.problems import problem_response, problem_responses
-from service.store import job_lookup
+from service.store import jobs
 
 router = APIRouter(tags=["health"])
 
@@ -61,5 +61,5 @@ async def readyz(request: Request, runtime: RuntimeDep) -> Response:
 async def prometheus(runtime: RuntimeDep) -> Response:
     """Prometheus exposition: HTTP requests and latency by route, model calls, tokens, jobs, queue depth."""
     async with runtime.sessions() as session:
-        metrics.QUEUE_DEPTH.set(await job_lookup.count_queued(session=session))
+        metrics.QUEUE_DEPTH.set(await jobs.count_queued(session=session))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -9,6 +9,8 @@ timestamp, unreadable event, article too large or empty) writes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -35,11 +37,32 @@ log = structlog.get_logger(__name__)
 _janitor = webhooks.DeliveryJanitor()
 
 
+def _header(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1, **schema}}
+
+
+# The route reads its raw body (the signature covers those bytes), so FastAPI cannot see what it takes:
+# the body is a CmsEvent (components/schemas/CmsEvent, added by service.api.app) and these headers.
+CONTRACT: dict[str, Any] = {
+    "parameters": [
+        _header("webhook-id", "The delivery's id; a redelivery with the same id is acknowledged as a duplicate.",
+                maxLength=webhooks.MAX_WEBHOOK_ID),
+        _header("webhook-timestamp", "Unix seconds when it was signed; refused more than 5 minutes off.",
+                pattern="^[0-9]{1,12}$"),
+        _header("webhook-signature", "Space-separated `v1,<base64 HMAC-SHA256>` values; one must match."),
+    ],
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/CmsEvent"}}}},
+}
+
+
 @router.post(
     "/cms",
     status_code=202,
     response_model=WebhookAck,
     responses=problem_responses(401, 413, 415, 422),
+    openapi_extra=CONTRACT,
 )
 async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, sessions: SessionsDep) -> JSONResponse:
     """Take a CMS event: `article.published`, `article.updated` or `article.deleted`.
