@@ -84,7 +84,12 @@ class ArticleView(BaseModel):
     id: str
     cms_id: str | None = None
     story_id: str | None = None
-    status: ArticleStatus
+    status: ArticleStatus = Field(description=(
+        "queued (its text is prepared by the analysis job: until then `article` has no content_hash and "
+        "sentence_count 0), running, analysed, or failed (see `error`)."))
+    error: str | None = Field(default=None, description=(
+        "Why the article has no analysis when status is failed: its text is unusable (no readable sentence "
+        "once markup is removed, or over the size limit), or its analysis job's last error."))
     article: ArticleRef
     facts: list[Fact] = Field(default_factory=list)
     sentiment: Sentiment | None = None

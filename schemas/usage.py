@@ -16,7 +16,11 @@ class CallUsage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = Field(default=0, description="Counted inside input_tokens too.")
-    latency_ms: int = 0
+    latency_ms: int = Field(
+        default=0, description="The model's own time: its HTTP attempts, failed ones included; not queue_ms, "
+        "nor the backoff between attempts.")
+    queue_ms: int = Field(
+        default=0, description="Time spent waiting for a concurrency slot and the shared rate window, all attempts.")
     attempts: int = Field(default=1, description="HTTP attempts, failed ones included.")
     finish_reason: str | None = None
     outcome: str = Field(default="ok", description="ok, invalid, refused, truncated or error.")
@@ -31,6 +35,7 @@ class Usage(BaseModel):
     output_tokens: int = 0
     cached_tokens: int = 0
     latency_ms: int = 0
+    queue_ms: int = 0
 
     def __add__(self, other: CallUsage | Usage) -> Usage:
         count = other.requests if isinstance(other, Usage) else 1
@@ -40,6 +45,7 @@ class Usage(BaseModel):
             output_tokens=self.output_tokens + other.output_tokens,
             cached_tokens=self.cached_tokens + other.cached_tokens,
             latency_ms=self.latency_ms + other.latency_ms,
+            queue_ms=self.queue_ms + other.queue_ms,
         )
 
     @classmethod

@@ -15,6 +15,7 @@ import traceback
 
 import structlog
 
+from service import tracing
 from service.settings import Settings
 
 _crash_log = structlog.get_logger("service.crash")
@@ -42,6 +43,7 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            tracing.add_trace_ids,  # trace_id/span_id when tracing is on: a log line finds its trace
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if settings.environment == "production"

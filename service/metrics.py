@@ -13,9 +13,16 @@ LLM_RETRIES = Counter("newsdigest_llm_retries_total", "Retried model attempts.",
 LLM_TOKENS = Counter("newsdigest_llm_tokens_total", "Tokens used.", ["prompt", "direction"])
 LLM_LATENCY = Histogram(
     "newsdigest_llm_call_seconds",
-    "Model call latency, retries included.",
+    "The model's time per call: its HTTP attempts, retries included; waiting for a slot is "
+    "newsdigest_llm_queue_seconds.",
     ["prompt"],
     buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
+)
+LLM_QUEUE = Histogram(
+    "newsdigest_llm_queue_seconds",
+    "Time a model call waited for a concurrency slot (LLM_MAX_CONCURRENCY) and the shared rate window.",
+    ["prompt"],
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
 )
 LLM_COST = Counter(
     "newsdigest_llm_cost_usd_total", "Dollars spent on model calls, by the dated price table (service/llm/costs.py); "

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     llm_max_concurrency: int | None = Field(default=None, ge=1)
     llm_max_attempts: int = Field(default=4, ge=1)
     llm_deadline_s: float = 600.0
+    # tools mode: send the function with OpenAI's strict: true and the schema rewritten into its strict subset.
+    # Unset: only for OpenAI and Azure OpenAI. Elsewhere (llama.cpp, vLLM, Ollama) the full schema goes as it is,
+    # because they turn it into a grammar, and the strict rewrite would drop the length and count limits from it.
+    llm_strict_tools: bool | None = None
     llm_retry_max_wait_s: float = 30.0
     llm_retry_initial_wait_s: float = 0.5
     llm_temperature: float | None = None
@@ -323,6 +327,14 @@ class Settings(BaseSettings):
     def llm_is_loopback(self) -> bool:
         """The endpoint runs on this machine (the embedded model, or an own server on 127.0.0.1/localhost/::1)."""
         return is_loopback_url(self.effective_base_url)
+
+    @property
+    def effective_strict_tools(self) -> bool:
+        """Whether tools mode sends ``strict: true`` functions (see ``llm_strict_tools``)."""
+        if self.llm_strict_tools is not None:
+            return self.llm_strict_tools
+        host = (urlsplit(self.effective_base_url).hostname or "").lower()
+        return host == "api.openai.com" or host.endswith((".openai.azure.com", ".openai.com"))
 
     @property
     def effective_timeout_s(self) -> float:

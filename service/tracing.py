@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -118,6 +118,19 @@ def span(name: str, *, kind: str = "internal", attributes: Mapping[str, Any] | N
             current.set_attribute("error.type", type(exc).__name__)
             current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             raise
+
+
+def add_trace_ids(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's ``trace_id`` and ``span_id`` on each log line (tracing on)."""
+    if _provider is None:
+        return event
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", f"{context.trace_id:032x}")
+        event.setdefault("span_id", f"{context.span_id:016x}")
+    return event
 
 
 def set_attributes(current: Any, attributes: Mapping[str, Any]) -> None:

@@ -11,16 +11,16 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-import vcr
 from typer.testing import CliRunner
 
 from service.cli import app
 from service.pipeline.text import prepare
-from service.quality import cassettes as json_body_serializer
+from service.quality.report import recording
 from tests.api.answers import analysis, article, digest_answer, facts_answer
-from tests.conftest import RECORDING_BASE_URL, ROOT, SECRET_HEADERS
+from tests.conftest import RECORDING_BASE_URL, ROOT
 from tests.factories import example
 from tests.fault_server import FaultServer, fault_server_fixture  # noqa: F401 - provides the fixture
 
@@ -34,24 +34,19 @@ def recorded_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSDIGEST_LLM_BASE_URL", RECORDING_BASE_URL)
     monkeypatch.setenv("NEWSDIGEST_LLM_MODE", "json_object")
     monkeypatch.setenv("NEWSDIGEST_LLM_MODEL", "qwen2.5-coder-1.5b-instruct-q4")
+    monkeypatch.setenv("NEWSDIGEST_LLM_CONTEXT_TOKENS", "8192")
 
 
-def replay_pipeline_cassette(name: str) -> vcr.cassette.CassetteContextDecorator:
-    recorder = vcr.VCR(
-        cassette_library_dir=str(ROOT / "cassettes" / "test_pipeline"),
-        record_mode="none",
-        match_on=["method", "path", "body"],
-        filter_headers=SECRET_HEADERS,
-    )
-    recorder.register_serializer("yaml", json_body_serializer)
-    return recorder.use_cassette(name, serializer="yaml")
+def replay_example_story() -> Any:
+    """The example story as the embedded model answered it (the gold story's recording)."""
+    return recording(ROOT / "cassettes", "meta-scale-ai")
 
 
 def test_analyze_prints_each_fact_with_the_articles_exact_sentences(recorded_endpoint: None) -> None:
-    with replay_pipeline_cassette("test_analyze_example[observer].yaml") as cassette:
+    with replay_example_story() as cassette:
         result = runner.invoke(app, ["analyze", "--format", "json", str(OBSERVER)])
     assert result.exit_code == 0, result.output
-    assert cassette.all_played
+    assert cassette.play_count == 2  # its key facts and its sentiment, each answered once
     extraction = json.loads(result.stdout)
     sentences = {s.n: s.text for s in prepare(example("observer"), max_chars=60_000).sentences}
     assert extraction["facts"]
@@ -62,7 +57,7 @@ def test_analyze_prints_each_fact_with_the_articles_exact_sentences(recorded_end
 
 
 def test_analyze_markdown_quotes_the_sentences(recorded_endpoint: None) -> None:
-    with replay_pipeline_cassette("test_analyze_example[observer].yaml"):
+    with replay_example_story():
         result = runner.invoke(app, ["analyze", str(OBSERVER)])
     assert result.exit_code == 0, result.output
     sentences = {s.text for s in prepare(example("observer"), max_chars=60_000).sentences}

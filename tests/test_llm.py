@@ -209,12 +209,37 @@ async def test_tools_mode_forces_the_prompt_function_and_reads_its_arguments(
 
     body = fault_server.completions[0].json
     assert "response_format" not in body
+    # Not OpenAI: the full schema, which a local server compiles into a grammar with its limits.
     assert body["tools"] == [{"type": "function", "function": {
         "name": "key_facts", "description": prompt.meta.description,
-        "parameters": strict_schema(KeyFactsDraft.model_json_schema()), "strict": True}}]
-    assert strict_problems(body["tools"][0]["function"]["parameters"]) == []
+        "parameters": KeyFactsDraft.model_json_schema()}}]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "key_facts"}}
     assert result.data == FACTS
+
+
+@pytest.mark.asyncio
+async def test_strict_tools_send_the_strict_schema(
+    fault_server: FaultServer, make_llm: MakeLLM, prompt: Prompt, messages: list[dict[str, str]]
+) -> None:
+    fault_server.script([tool_call(FACTS)])
+
+    result = await make_llm(llm_mode="tools", llm_strict_tools=True).complete(prompt, messages)
+
+    (tool,) = fault_server.completions[0].json["tools"]
+    assert tool == {"type": "function", "function": {
+        "name": "key_facts", "description": prompt.meta.description,
+        "parameters": strict_schema(KeyFactsDraft.model_json_schema()), "strict": True}}
+    assert strict_problems(tool["function"]["parameters"]) == []
+    assert result.data == FACTS
+
+
+@pytest.mark.parametrize(("url", "strict"), [
+    ("https://api.openai.com/v1", True), ("https://my-resource.openai.azure.com/openai/v1", True),
+    ("http://127.0.0.1:8765/v1", False), ("https://vllm.internal:8000/v1", False),
+])
+def test_tools_are_strict_only_where_openai_serves_them(url: str, strict: bool) -> None:
+    assert Settings(llm_base_url=url, llm_mode="tools").effective_strict_tools is strict
+    assert LLMClient(Settings(llm_base_url=url, llm_mode="tools")).strict is strict
 
 
 # --- retried failures: 429, 5xx, timeouts, connection errors ---------------------------------
@@ -575,7 +600,7 @@ async def test_strict_modes_turn_the_nulls_of_optional_fields_into_defaults(
     fault_server.script([ok(answer), tool_call(answer), ok(answer)])
 
     for mode in ("json_schema", "tools"):
-        result = await make_llm(llm_mode=mode).complete(sentiment, messages)
+        result = await make_llm(llm_mode=mode, llm_strict_tools=True).complete(sentiment, messages)
         assert result.data == {"overall": "positive", "score": 0.5, "sentences": [1]}
         assert sentiment.output_type.model_validate(result.data).model_dump()["entities"] == []
     # json_object sends the model's own schema (no nullable rewrite), so the answer is left as it came.

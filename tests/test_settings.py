@@ -56,6 +56,7 @@ def test_a_key_without_a_base_url_means_openai(variable: str, monkeypatch: pytes
 
 
 def test_dotenv_in_the_working_directory_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(Settings.model_config, "env_file", ".env")  # as shipped, whatever the suite's conftest does
     (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dotenv\nNEWSDIGEST_LLM_MODEL=gpt-4.1-mini\n"
                                    "SOMETHING_ELSE=ignored\n")
     settings = Settings()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import ArticleView, DigestView, JobAccepted, JobResult, JobView
 from schemas.api import ArticleStatus
 from service.store import articles, extractions, jobs
-from service.store.articles import ArticleRecord
+from service.store.articles import ArticleRecord, Preparation
 from service.store.digests import DigestRecord
 from service.store.jobs import JobKind, JobRecord, JobStatus
 
@@ -18,9 +18,28 @@ ANALYZE: Final = JobKind.ANALYZE_ARTICLE
 BUILD_DIGEST: Final = JobKind.BUILD_DIGEST
 
 
-def analyze_dedupe_key(article: ArticleRecord, pins: list[str]) -> str:
-    """Same article, same text, same pins while still queued: one job (the CMS retries and re-sends)."""
-    return f"{ANALYZE}:{article.id}:{article.prepared.content_hash[:16]}:{','.join(sorted(pins))}"
+class Versioned(Protocol):
+    """An article as a job key names it: a stored record, or what the intake just wrote."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dedupe_hash(self) -> str: ...
+
+
+def analyze_dedupe_key(article: Versioned, pins: list[str]) -> str:
+    """Same article, same text, same pins while still queued: one job (the CMS retries and re-sends).
+
+    The text is named by its source hash, taken at intake from the body as received (the prepared
+    text's hash does not exist yet): a body sent again byte for byte joins the queued job, and one that
+    differs only in markup or spacing gets its own job, which finds the analysis in the cache.
+    """
+    return f"{_analyze_prefix(article)}{','.join(sorted(pins))}"
+
+
+def _analyze_prefix(article: Versioned) -> str:
+    return f"{ANALYZE}:{article.id}:{article.dedupe_hash[:16]}:"
 
 
 def digest_dedupe_key(digest_id: str) -> str:
@@ -52,22 +71,27 @@ async def find_article(session: AsyncSession, ident: str) -> ArticleRecord | Non
 
 
 async def article_view(session: AsyncSession, article: ArticleRecord, job: JobRecord | None = None) -> ArticleView:
-    """The latest analysis of the article's current text; without one, where its job stands."""
-    extraction = await extractions.latest_for_article(session=session, article=article)
+    """The latest analysis of the article's current text; without one, where its job stands, and why an
+    article that cannot be analysed failed (its text unusable, or its job's last error)."""
+    extraction = None
+    if article.is_prepared:
+        extraction = await extractions.latest_for_article(session=session, article=article)
     common = {"id": article.id, "cms_id": article.cms_id, "story_id": article.story_id, "article": article.ref(),
               "updated_at": article.updated_at}
     if extraction is not None:
         return ArticleView(status="analysed", facts=extraction.facts, sentiment=extraction.sentiment,
                            provenance=extraction.provenance, **common)
     if job is None:
-        prefix = f"{ANALYZE}:{article.id}:{article.prepared.content_hash[:16]}:"
-        job = await jobs.latest_by_dedupe_key(session=session, dedupe_key=prefix, prefix=True)
+        job = await jobs.latest_by_dedupe_key(session=session, dedupe_key=_analyze_prefix(article), prefix=True)
     status: ArticleStatus = "queued"
-    if job is not None and job.status == JobStatus.RUNNING:
+    error = None
+    if article.preparation == Preparation.UNUSABLE:
+        status, error = "failed", article.preparation_error
+    elif job is not None and job.status == JobStatus.RUNNING:
         status = "running"
     elif job is not None and job.status == JobStatus.FAILED:
-        status = "failed"
-    return ArticleView(status=status, job=job_view(job) if job is not None else None, **common)
+        status, error = "failed", job.error
+    return ArticleView(status=status, error=error, job=job_view(job) if job is not None else None, **common)
 
 
 def digest_view(record: DigestRecord) -> DigestView:

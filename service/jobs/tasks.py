@@ -5,6 +5,11 @@ ids it produced. Both are idempotent, because a worker can die after committing 
 before marking its job done, and the job then runs again: an analysis is found again under its
 cache key (text hash, prompt versions and hashes, model, mode), and a digest under the id the API
 announced in its 202. Raise ``InputError`` for what no retry can fix; any ``LLMError`` is retried.
+
+An article arrives as the CMS sent it (the intake does not prepare it): :func:`prepared_record`
+prepares it here, in a thread so that a long page never holds the event loop, and stores the
+numbered sentences; an article with no readable sentence is marked unusable with the reason, and
+its analysis fails for good (a digest lists it as a failed source).
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import structlog
 
 from schemas import Digest, Extraction, Source
 from service import metrics
-from service.errors import LLMError, LLMOutputError, NotFoundError
+from service.errors import InputError, LLMError, LLMOutputError, NewsdigestError, NotFoundError
 from service.jobs.context import JobContext, Payload, Result, Task
 from service.pipeline.extract import extract_article
 from service.pipeline.story import StoryArticle, StoryOptions, digest_story
+from service.pipeline.text import prepare
 from service.prompts import Prompt
 from service.store import articles, digests, extractions, llm_calls
-from service.store.articles import ArticleRecord
+from service.store.articles import ArticleRecord, Preparation
 
 log = structlog.get_logger(__name__)
 
@@ -107,12 +113,70 @@ async def _load(ctx: JobContext, article_ids: list[str]) -> list[ArticleRecord]:
     return [record for record in found if record is not None]
 
 
+class UnusableArticle(InputError):
+    """Raised when an article's text holds nothing to analyse; the article keeps the reason."""
+
+
+#: How often an article that keeps changing under its job is prepared again before the job gives up
+#: (and is retried later): each new text has a job of its own anyway.
+_PREPARE_TRIES = 3
+
+
+async def prepared_record(ctx: JobContext, record: ArticleRecord) -> ArticleRecord:
+    """The article with its text prepared: as stored, or prepared now and stored.
+
+    ``prepare`` runs in a thread (``service.pipeline.text`` keeps one sentence splitter per thread):
+    trafilatura and pysbd take up to tens of milliseconds for a long page, which on the event loop
+    would stall every request and job of the process. The result is stored only over the text it
+    was prepared from; when the article changed meanwhile, or another job prepared it first, the
+    stored row is read again and used. Raises :class:`UnusableArticle` for an article with nothing
+    to prepare, after recording why on the article.
+    """
+    for _ in range(_PREPARE_TRIES):
+        if record.preparation == Preparation.PREPARED:
+            return record
+        if record.preparation == Preparation.UNUSABLE or record.received is None:
+            raise UnusableArticle(record.preparation_error or f"article {record.id} has no text to prepare")
+        try:
+            prepared = await asyncio.to_thread(prepare, record.received, max_chars=ctx.settings.max_article_chars)
+        except InputError as exc:
+            async with ctx.sessions() as session, session.begin():
+                stored = await articles.mark_unusable(session=session, article_id=record.id,
+                                                      source_hash=record.source_hash, reason=exc.detail)
+            if stored is not None:
+                log.info("article.unusable", article_id=record.id, reason=exc.detail)
+                raise UnusableArticle(exc.detail) from exc
+        else:
+            async with ctx.sessions() as session, session.begin():
+                stored = await articles.save_prepared(session=session, article_id=record.id,
+                                                      source_hash=record.source_hash, prepared=prepared)
+            if stored is not None:
+                log.info("article.prepared", article_id=record.id, sentences=len(prepared.sentences))
+                return stored
+        (record,) = await _load(ctx, [record.id])
+    raise NewsdigestError(f"article {record.id} changed {_PREPARE_TRIES} times while it was being prepared")
+
+
+async def _prepared_records(ctx: JobContext, records: list[ArticleRecord]) -> tuple[list[ArticleRecord], list[Source]]:
+    """The records prepared (those whose analysis job has not run yet are prepared here), and the unusable
+    ones as failed sources of the digest, as the CLI lists a file it cannot read."""
+    ready: list[ArticleRecord] = []
+    unusable: list[Source] = []
+    for record in records:
+        try:
+            ready.append(await prepared_record(ctx, record))
+        except UnusableArticle as exc:
+            unusable.append(Source.of(record.ref(), status="failed", error=exc.detail))
+    return ready, unusable
+
+
 async def analyze_article(ctx: JobContext, payload: Payload) -> Result:
     """Payload ``article_id`` and optional ``pins`` (``["key_facts@1"]``)."""
     prompts = ctx.registry.resolve(payload.get("pins") or [])
     (article,) = await _load(ctx, [payload["article_id"]])
     if article.deleted:
         raise NotFoundError(f"article {article.id} was deleted")
+    article = await prepared_record(ctx, article)
     analysis = await analyse(ctx, article, prompts)
     if analysis.errors:
         # Not cached, so another attempt asks the model afresh.
@@ -163,17 +227,18 @@ async def build_digest(ctx: JobContext, payload: Payload) -> Result:
     async with ctx.sessions() as session:
         if await digests.get_digest(session=session, digest_id=digest_id) is not None:
             return {"digest_id": digest_id, "story_id": story_id, "cache_hit": True}  # a re-run after a crash
-    records = await _load(ctx, list(payload["article_ids"]))
+    loaded = await _load(ctx, list(payload["article_ids"]))
+    records, unusable = await _prepared_records(ctx, loaded)
     prompts = ctx.registry.resolve(payload.get("pins") or [])
     store = _JobStore(ctx, {r.id: r for r in records}, prompts)
     options = StoryOptions(sequential=ctx.settings.uses_local_llm, section_chars=ctx.settings.article_section_chars,
                            language=ctx.settings.digest_language, story_id=story_id)
     built = await digest_story([StoryArticle(r.prepared, r.id) for r in records], prompts, ctx.llm, options,
-                               store=store)
+                               failed=unusable, store=store)
     result = built.model_copy(update={"story_id": story_id})
     calls = [] if store.hit or result.provenance is None else result.provenance.calls
     async with ctx.sessions() as session, session.begin():
-        await digests.save_digest(session=session, digest=result, article_ids=[r.id for r in records],
+        await digests.save_digest(session=session, digest=result, article_ids=[r.id for r in loaded],
                                   cache_key=store.key, story_id=story_id, digest_id=digest_id)
         await llm_calls.save_calls(session=session, calls=calls, digest_id=digest_id)
     failed = sum(s.status == "failed" for s in result.sources)

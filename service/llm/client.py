@@ -14,9 +14,11 @@ deadline) a timed-out call is never retried within the call, and the job around 
 endpoint (120 s, 600 s) gets its retries as before. The semaphore defaults to one call in flight for
 such an endpoint (``Settings.effective_max_concurrency``).
 
-In the strict modes (``json_schema``, and ``tools``, whose function is sent with ``strict: true``) the
-schema is rewritten into OpenAI's strict subset (``service.llm.schema``); the limits it moves into
-descriptions are checked by the stages, which validate every answer with the prompt's model.
+In the strict modes (``json_schema``, and ``tools`` against OpenAI, whose function is then sent with
+``strict: true``; ``LLM_STRICT_TOOLS``) the schema is rewritten into OpenAI's strict subset
+(``service.llm.schema``); the limits it moves into descriptions are checked by the stages, which
+validate every answer with the prompt's model. Elsewhere the full schema is sent: llama.cpp's server
+compiles it, limits included, into a grammar, which the strict rewrite would loosen.
 Each call is a tracing span (``service.tracing``) and its ``CallUsage`` carries its cost
 (``service.llm.costs``).
 """
@@ -24,12 +26,13 @@ Each call is a tracing span (``service.tracing``) and its ``CallUsage`` carries 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +40,7 @@ from urllib.parse import urlsplit
 import openai
 import structlog
 from openai import AsyncOpenAI
+from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -63,9 +67,24 @@ log = structlog.get_logger(__name__)
 @dataclass
 class _Attempts:
     count: int = 0
-    started: float = field(default_factory=time.monotonic)
     #: An attempt timed out: the endpoint may have billed work nobody received.
     timed_out: bool = False
+    #: Seconds inside the HTTP attempts (the model's time: ``CallUsage.latency_ms``) and waiting for a
+    #: concurrency slot and the rate window before them (``CallUsage.queue_ms``); backoff sleeps are neither.
+    model_s: float = 0.0
+    queued_s: float = 0.0
+
+
+@functools.cache
+def _output_schema(output_type: type[BaseModel]) -> dict[str, Any]:
+    """A prompt's output schema, built once per type: pydantic builds it afresh on every call (~0.3 ms).
+    Shared, so never mutated: the request is serialised, and ``strict_schema`` returns a new dict."""
+    return output_type.model_json_schema()
+
+
+@functools.cache
+def _strict_output_schema(output_type: type[BaseModel]) -> dict[str, Any]:
+    return strict_schema(_output_schema(output_type))
 
 
 def display_url(url: str) -> str:
@@ -141,6 +160,8 @@ class LLMClient:
         self.model = settings.effective_model
         self.mode = settings.effective_mode
         self.url = display_url(settings.effective_base_url)
+        #: The schema goes rewritten into OpenAI's strict subset: json_schema mode, and tools where strict.
+        self.strict = self.mode == "json_schema" or (self.mode == "tools" and settings.effective_strict_tools)
         self._client = AsyncOpenAI(
             base_url=settings.effective_base_url,
             api_key=key,
@@ -156,7 +177,7 @@ class LLMClient:
         await self._client.close()
 
     def _request(self, prompt: Prompt, messages: list[dict[str, str]]) -> dict[str, Any]:
-        schema = prompt.output_type.model_json_schema()
+        schema = _output_schema(prompt.output_type)
         temperature = self.settings.llm_temperature
         request: dict[str, Any] = {
             "model": self.model,
@@ -167,24 +188,21 @@ class LLMClient:
         if self.mode == "json_schema":
             request["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": prompt.meta.name, "schema": strict_schema(schema), "strict": True},
+                "json_schema": {"name": prompt.meta.name, "schema": _strict_output_schema(prompt.output_type),
+                                "strict": True},
             }
         elif self.mode == "json_object":
             # llama-cpp-python turns this schema into a grammar, so the answer parses by construction;
             # the full schema (lengths and counts included) constrains it there.
             request["response_format"] = {"type": "json_object", "schema": schema}
         else:
-            request["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": prompt.meta.name,
-                        "description": prompt.meta.description,
-                        "parameters": strict_schema(schema),
-                        "strict": True,
-                    },
-                }
-            ]
+            function: dict[str, Any] = {"name": prompt.meta.name, "description": prompt.meta.description}
+            if self.strict:
+                function.update(parameters=_strict_output_schema(prompt.output_type), strict=True)
+            else:
+                # llama.cpp and the like compile the full schema, limits included, into a grammar.
+                function["parameters"] = schema
+            request["tools"] = [{"type": "function", "function": function}]
             request["tool_choice"] = {"type": "function", "function": {"name": prompt.meta.name}}
         return request
 
@@ -261,9 +279,12 @@ class LLMClient:
 
     async def _attempt(self, request: dict[str, Any], attempts: _Attempts) -> Any:
         # The semaphore is held per attempt, so a call sleeping before its retry leaves room for others.
+        asked = time.monotonic()
         async with self._semaphore:
             if self._limiter is not None:
                 await self._limiter.acquire(tokens=request_tokens(request))
+            sent = time.monotonic()
+            attempts.queued_s += sent - asked
             attempts.count += 1
             try:
                 with _map_openai_errors(self.url, self.settings.effective_timeout_s):
@@ -271,6 +292,8 @@ class LLMClient:
             except LLMUnavailable as exc:
                 attempts.timed_out = attempts.timed_out or _timed_out(exc)
                 raise
+            finally:
+                attempts.model_s += time.monotonic() - sent
 
     def _cost(self, response: Any, attempts: _Attempts, input_tokens: int, output_tokens: int,
               cached_tokens: int) -> float | None:
@@ -299,7 +322,8 @@ class LLMClient:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cached_tokens=cached_tokens,
-            latency_ms=int((time.monotonic() - attempts.started) * 1000),
+            latency_ms=int(attempts.model_s * 1000),
+            queue_ms=int(attempts.queued_s * 1000),
             attempts=attempts.count,
             finish_reason=getattr(choice, "finish_reason", None),
             outcome=outcome,
@@ -333,14 +357,15 @@ class LLMClient:
             else:
                 if not isinstance(data, dict):
                     outcome, error = "invalid", LLMOutputError(f"{prompt.ref}: the answer is not a JSON object")
-                elif self.mode != "json_object":
+                elif self.strict:
                     # The strict schema made optional properties nullable; a null there means "left out".
-                    data = drop_added_nulls(data, prompt.output_type.model_json_schema())
+                    data = drop_added_nulls(data, _output_schema(prompt.output_type))
         usage = self._usage(prompt, attempts, response, outcome=outcome)
         metrics.LLM_CALLS.labels(prompt=prompt.ref, outcome=outcome).inc()
         metrics.LLM_TOKENS.labels(prompt=prompt.ref, direction="input").inc(usage.input_tokens)
         metrics.LLM_TOKENS.labels(prompt=prompt.ref, direction="output").inc(usage.output_tokens)
-        metrics.LLM_LATENCY.labels(prompt=prompt.ref).observe(usage.latency_ms / 1000)
+        metrics.LLM_LATENCY.labels(prompt=prompt.ref).observe(attempts.model_s)
+        metrics.LLM_QUEUE.labels(prompt=prompt.ref).observe(attempts.queued_s)
         if usage.cost_usd:
             metrics.LLM_COST.labels(prompt=prompt.ref, model=self.model).inc(usage.cost_usd)
         log.info(
@@ -351,6 +376,7 @@ class LLMClient:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             latency_ms=usage.latency_ms,
+            queue_ms=usage.queue_ms,
             cost_usd=usage.cost_usd,
         )
         if error is not None:

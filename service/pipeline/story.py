@@ -73,6 +73,13 @@ def prepare_all(articles: list[ArticleIn], *, max_chars: int) -> tuple[list[Stor
     return ready, failed
 
 
+def in_story_order(articles: list[StoryArticle]) -> list[StoryArticle]:
+    """Oldest publication first, undated ones last, otherwise as given: the order the store lists a
+    story in, so the same articles make the same digest whether the CLI or the API was handed them."""
+    return sorted(articles, key=lambda a: (a.prepared.published_at is None,
+                                           a.prepared.published_at.timestamp() if a.prepared.published_at else 0))
+
+
 async def analyse_story(
     articles: list[StoryArticle], prompts: dict[str, Prompt], llm: Completer, options: StoryOptions, *,
     store: StoryStore | None = None, on_progress: Progress | None = None,
@@ -123,6 +130,7 @@ async def digest_story(
     """Analyse every article, then write the digest; ``failed`` lists articles that could not be prepared."""
     if not articles:
         raise InputError("a digest needs at least one article")
+    articles = in_story_order(articles)
     extractions, others, failure = await analyse_story(articles, prompts, llm, options, store=store,
                                                        on_progress=on_progress)
     if failure is not None and not extractions:

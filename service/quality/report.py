@@ -46,9 +46,10 @@ class Variant:
         return cls(label=spec, pins=pins, model=model)
 
 
-def recording(cassette_dir: Path, story: str, *, repeats: bool = False) -> Any:
+def recording(cassette_dir: Path, story: str, *, repeats: bool = False, ignore_hosts: tuple[str, ...] = ()) -> Any:
     """The story's recorded model answers, as a vcrpy cassette context that plays them back (offline,
-    exact: requests match on method, path and body); ``repeats`` lets one answer serve twice."""
+    exact: requests match on method, path and body); ``repeats`` lets one answer serve twice, and
+    requests to ``ignore_hosts`` pass through untouched."""
     try:
         import vcr  # dev dependency: replay is for developers and CI
     except ImportError as exc:
@@ -58,7 +59,8 @@ def recording(cassette_dir: Path, story: str, *, repeats: bool = False) -> Any:
     path = cassette_dir / CASSETTES / f"test_gold_story[{story}].yaml"
     if not path.exists():
         raise InputError(f"{path}: no recording of this story; record it with `make record`")
-    recorder = vcr.VCR(record_mode="none", match_on=["method", "path", "body"], decode_compressed_response=True)
+    recorder = vcr.VCR(record_mode="none", match_on=["method", "path", "body"], decode_compressed_response=True,
+                       ignore_hosts=list(ignore_hosts))
     recorder.register_serializer("yaml", cassettes)
     return recorder.use_cassette(str(path), serializer="yaml", allow_playback_repeats=repeats)
 

@@ -55,6 +55,15 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+class Preparation(StrEnum):
+    """Where an article's text stands: ``pending`` as received (the intake stores the CMS's body as is),
+    ``prepared`` once the analysis job has numbered its sentences, ``unusable`` when it has none."""
+
+    PENDING = "pending"
+    PREPARED = "prepared"
+    UNUSABLE = "unusable"
+
+
 # Plain strings: the constraints below are rendered into SQL with repr().
 JOB_STATUSES = tuple(status.value for status in JobStatus)
 IDEMPOTENCY_STATUSES = ("processing", "done")
@@ -124,9 +133,20 @@ class Article(Base):
     url: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     language: Mapped[str | None] = mapped_column(String(20))
+    # The prepared text: empty ('' and []) while ``preparation`` is pending or unusable.
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     text: Mapped[str] = mapped_column(Text)
     sentences: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    # Revision 0004: the intake stores what the CMS sent and the analysis job prepares it. Rows stored
+    # before it were prepared on arrival: 'prepared', without a body or source hash.
+    preparation: Mapped[str] = mapped_column(String(16), default=Preparation.PREPARED.value,
+                                             server_default=Preparation.PREPARED.value)
+    preparation_error: Mapped[str | None] = mapped_column(Text)
+    #: The body as received, until it is prepared (kept when unusable, to show what came).
+    body: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(String(10))
+    #: sha256 of what preparing reads (outlet, title, content type, language, body), taken at intake.
+    source_hash: Mapped[str | None] = mapped_column(String(64))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -186,6 +206,8 @@ class LLMCall(Base):
     output_tokens: Mapped[int] = mapped_column(Integer)
     cached_tokens: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[int] = mapped_column(Integer)
+    # Revision 0004; NULL for calls stored before it, whose latency_ms included this wait.
+    queue_ms: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(50))
     outcome: Mapped[str] = mapped_column(String(20))

@@ -112,12 +112,30 @@ async def test_an_unknown_prompt_pin_is_refused_and_nothing_is_written(api: Api)
     assert set((await api.counts()).values()) == {0}
 
 
-async def test_an_article_without_readable_text_is_refused_and_nothing_is_written(api: Api) -> None:
-    response = await api.client.post("/v1/articles", json={**article(8), "body": "<p> </p>", "content_type": "html"})
+async def test_a_body_without_a_letter_or_digit_is_refused_and_nothing_is_written(api: Api) -> None:
+    response = await api.client.post("/v1/articles", json={**article(8), "body": " \u200b... \n\t-- "})
 
     assert response.status_code == 422
     assert response.json()["type"].endswith("/empty-article")
     assert set((await api.counts()).values()) == {0}
+
+
+async def test_markup_without_readable_text_is_a_failed_job_with_its_reason(any_db_api: Api) -> None:
+    """Only the analysis job prepares the text (the intake cannot afford to): its outcome is the answer."""
+    payload = {**article(8), "body": "<p> </p>", "content_type": "html"}
+
+    response = await any_db_api.client.post("/v1/articles", json=payload)
+
+    assert response.status_code == 202
+    job = await any_db_api.job(response.json()["job_id"])
+    assert job["status"] == "failed" and job["attempts"] == 1  # no retry can give it a sentence
+    assert job["error"] == "article has no readable sentence after removing markup and whitespace"
+    view = (await any_db_api.client.get("/v1/articles/cms-8")).json()
+    assert view["status"] == "failed"
+    assert view["error"] == job["error"]
+    assert view["job"]["id"] == job["id"]
+    assert view["article"]["content_hash"] == "" and view["article"]["sentence_count"] == 0
+    assert any_db_api.faults.completions == []
 
 
 async def test_an_article_over_the_character_limit_is_413(api: Api) -> None:

@@ -177,10 +177,10 @@ async def test_brackets_inside_strings_do_not_count_as_nesting(idle_api: Api) ->
 async def test_a_crash_is_a_500_problem_logged_with_its_request_id_and_no_parameters(
         idle_api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     async def broken(**kwargs: Any) -> None:
-        text = kwargs["prepared"].text
-        raise DBAPIError("INSERT INTO articles (text) VALUES ($1)", (text,), Exception(f"refused: {text}"))
+        text = kwargs["article"].body
+        raise DBAPIError("INSERT INTO articles (body) VALUES ($1)", (text,), Exception(f"refused: {text}"))
 
-    monkeypatch.setattr("service.store.articles.save_article", broken)
+    monkeypatch.setattr("service.store.articles.save_received", broken)
     with capture_logs(processors=[structlog.contextvars.merge_contextvars,
                                   structlog.processors.format_exc_info]) as entries:
         response = await post_json(idle_api, "/v1/articles", {**article(1), "body": SECRET_TEXT + "."})
@@ -322,8 +322,20 @@ async def test_a_short_html_body_keeps_its_text(idle_api: Api) -> None:
 
 @pytest.mark.parametrize("html", ["<p> </p>", "<html><body><script>alert('The council met.')</script></body></html>",
                                   "<div><style>p { color: red; }</style><noscript>Enable scripts.</noscript></div>"])
-async def test_html_without_text_outside_scripts_and_navigation_is_still_refused(idle_api: Api, html: str) -> None:
-    response = await post_json(idle_api, "/v1/articles", {"outlet": "O", "content_type": "html", "body": html})
+async def test_html_without_text_outside_scripts_and_navigation_is_an_unusable_article(api: Api, html: str) -> None:
+    """Accepted (only preparing finds out, and the intake does not prepare), then a failed job, never a 500."""
+    response = await post_json(api, "/v1/articles", {"outlet": "O", "content_type": "html", "body": html})
+
+    assert response.status_code == 202, response.text
+    job = await api.job(response.json()["job_id"])
+    assert job["status"] == "failed" and "no readable sentence" in job["error"]
+    view = (await api.client.get(f"/v1/articles/{response.json()['article_id']}")).json()
+    assert view["status"] == "failed" and "no readable sentence" in view["error"]
+
+
+@pytest.mark.parametrize("body", ["", "   ", "\u200b\u200f", "... -- !?"])
+async def test_a_body_without_a_letter_or_digit_is_still_refused(idle_api: Api, body: str) -> None:
+    response = await post_json(idle_api, "/v1/articles", {"outlet": "O", "content_type": "html", "body": body})
 
     problem(response, 422, "empty-article")
 

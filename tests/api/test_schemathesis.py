@@ -68,7 +68,7 @@ schema.config.generation.update(with_security_parameters=False, allow_extra_para
 # Schema-valid requests that are refused for what JSON Schema cannot express, by problem type. Any other
 # refusal of a valid request (a 422 invalid-input with its list of fields, above all) fails the test.
 SEMANTIC_REFUSALS = {
-    # No sentence with a letter or digit once markup and invisible characters are gone (HTML, scripts).
+    # A body without a single letter or digit (markup holding none is accepted, and its analysis job fails).
     "empty-article": "an article body with no readable sentence",
     # The published prompt versions are files on the server, not part of the document.
     "unknown-prompt-version": "a pinned prompt version that does not exist",

@@ -133,3 +133,14 @@ async def test_requests_are_server_spans_named_by_route_continuing_the_callers_t
     attributes = dict(server.attributes or {})
     assert attributes["http.response.status_code"] == 200 and attributes["http.route"] == "/v1/articles/{article_id}"
     assert "sekret" not in repr(attributes) and "a1" not in server.name
+
+
+def test_log_lines_carry_the_trace_ids_while_tracing(spans: InMemorySpanExporter) -> None:
+    assert tracing.add_trace_ids(None, "info", {"event": "outside"}) == {"event": "outside"}
+    with tracing.span("work") as current:
+        event = tracing.add_trace_ids(None, "info", {"event": "inside"})
+    context = current.get_span_context()
+    assert event == {"event": "inside", "trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+    tracing.shutdown()
+    with tracing.span("off"):
+        assert tracing.add_trace_ids(None, "info", {"event": "off"}) == {"event": "off"}

@@ -79,7 +79,8 @@ async def test_a_sigkilled_worker_loses_no_job_and_none_runs_twice(
     env = worker_env(database_url, stub)
     victim = workers.start(env)
     survivor = workers.start(env)
-    await add_articles(sessions, range(1, 11))
+    stored = await add_articles(sessions, range(1, 11))
+    number_of = {record.id: n for n, record in zip(range(1, 11), stored, strict=True)}
 
     # Wait until the victim is inside model calls, then kill it without a chance to clean up.
     deadline = time.monotonic() + 30
@@ -104,10 +105,12 @@ async def test_a_sigkilled_worker_loses_no_job_and_none_runs_twice(
         assert job.attempts == (2 if job.id in interrupted else 1), (job, workers.logs())
         if job.id in interrupted:  # finished by the survivor
             assert job.locked_by and job.locked_by.endswith(f":{survivor.pid}")
+    # Every article reached the model once, and again only when its first attempt died with the victim
+    # (a job the victim had claimed but not yet sent when it died reached the model once).
+    again = {number_of[j.payload["article_id"]] for j in done if j.id in interrupted}
     for n in range(1, 11):
         calls = stub.count("KeyFactsDraft", first_line(n))
-        assert calls in (1, 2), n  # 2 only for an article whose first attempt died with the victim
-    assert sum(stub.count("KeyFactsDraft", first_line(n)) for n in range(1, 11)) == 10 + len(interrupted)
+        assert calls in ((1, 2) if n in again else (1,)), (n, calls)
     # The victim's engine jobs stalled and were failed by the survivor's sweep; the rest succeeded.
     assert await engine_jobs_by_status(sessions) == {"failed": len(interrupted)}
 

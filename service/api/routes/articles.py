@@ -1,4 +1,8 @@
-"""POST /v1/articles (store and queue the analysis) and GET /v1/articles/{id} (facts, sentiment)."""
+"""POST /v1/articles (store and queue the analysis) and GET /v1/articles/{id} (facts, sentiment).
+
+The intake does only what costs microseconds (``service.api.intake``) and one transaction; the
+article is prepared by its analysis job, so no article holds the event loop.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ from fastapi.responses import JSONResponse
 from schemas import ArticleIn, ArticleView, JobAccepted
 from service.api.deps import ApiKeyDep, QueueDep, RegistryDep, SessionDep, SessionsDep, SettingsDep
 from service.api.idempotency import fingerprint, idempotent
+from service.api.intake import Batch, WriterDep, check_article
 from service.api.problems import problem_responses
 from service.api.routes.params import LOCATION, REPLAYED, IdempotencyKey, Pins, Wait
 from service.api.views import ANALYZE, accepted, analyze_dedupe_key, article_view, find_article, job_url
 from service.errors import NotFoundError
-from service.pipeline.text import prepare
 from service.store import articles
+from service.store.jobs import JobRecord
 
 router = APIRouter(prefix="/articles", tags=["articles"])
 
@@ -25,30 +30,39 @@ router = APIRouter(prefix="/articles", tags=["articles"])
                **problem_responses(400, 401, 409, 413, 415, 422)},
 )
 async def submit(article: ArticleIn, request: Request, caller: ApiKeyDep, settings: SettingsDep,
-                 registry: RegistryDep, queue: QueueDep, sessions: SessionsDep, wait: Wait = 0,
+                 registry: RegistryDep, queue: QueueDep, sessions: SessionsDep, writer: WriterDep, wait: Wait = 0,
                  prompt: Pins = [],  # noqa: B006 (FastAPI copies query defaults)
                  idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Store an article from the CMS and queue its analysis (key facts and sentiment).
 
     An article with the CMS's `id` is updated in place; a changed text is analysed again, an
-    unchanged one is served from the cache without a model call. Nothing is stored when the
-    article cannot be used (no readable text, too long, unknown prompt pin).
+    unchanged one is served from the cache without a model call. Refused with nothing stored: a
+    body over the size limit (413), a body without a letter or digit (422), an unknown prompt pin.
+    The text is prepared by the analysis job: an article whose markup holds no readable sentence
+    is a failed job, its reason in `GET /v1/articles/{id}` (`status` failed, `error`).
     """
     registry.resolve(prompt)  # an unknown pin is refused before anything is written
-    prepared = prepare(article, max_chars=settings.max_article_chars)
+    check_article(article, max_chars=settings.max_article_chars)
     request_hash = fingerprint(request, article.model_dump(mode="json"), prompt)
 
+    async def store(batch: Batch) -> tuple[articles.Received, JobRecord]:
+        record = await articles.save_received(session=batch.session, article=article)
+        job = await queue.submit(ANALYZE, {"article_id": record.id, "pins": prompt},
+                                 dedupe_key=analyze_dedupe_key(record, prompt), session=batch.session)
+        return record, job
+
     async def handle() -> JSONResponse:
-        async with sessions() as session, session.begin():
-            record = await articles.save_article(session=session, prepared=prepared)
-            job = await queue.submit(ANALYZE, {"article_id": record.id, "pins": prompt},
-                                     dedupe_key=analyze_dedupe_key(record, prompt), session=session)
+        record, job = await writer.write(store)
         # No connection is held while waiting: sixty waiting requests must not drain the pool.
         if wait:
             job = await queue.wait(job.id, wait) or job
         if job.done:
             async with sessions() as session:
-                view = await article_view(session, record, job)
+                # As the job left it: prepared (or found unusable) since it was stored above.
+                current = await articles.get_article(session=session, article_id=record.id)
+                if current is None:  # deleted meanwhile by its CMS id
+                    raise NotFoundError(f"no article {record.id}")
+                view = await article_view(session, current, job)
             return JSONResponse(view.model_dump(mode="json"), status_code=200)
         body = accepted(job, article_id=record.id).model_dump(mode="json")
         return JSONResponse(body, status_code=202, headers={"Location": job_url(job.id)})

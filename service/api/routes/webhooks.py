@@ -2,9 +2,11 @@
 
 Authenticated by its Standard Webhooks signature, not by an API key: the CMS's webhook sender
 signs with ``NEWSDIGEST_WEBHOOK_SECRET``. The route only writes rows, in one transaction: the
-delivery (its ``webhook-id``, so a redelivery is acknowledged and dropped), the article, an
-analysis job and the story's debounced refresh. A refused request (bad signature, stale
-timestamp, unreadable event, article too large or empty) writes nothing.
+delivery (its ``webhook-id``, so a redelivery is acknowledged and dropped), the article as
+received, an analysis job and the story's debounced refresh. The article is prepared by its
+analysis job, off the request path, and concurrent events share their transaction's commit
+(``service.api.intake``). A refused request (bad signature, stale timestamp, unreadable event,
+article too large or without a letter or digit) writes nothing.
 """
 
 from __future__ import annotations
@@ -17,15 +19,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.background import BackgroundTask
 
-from schemas import PreparedArticle
 from schemas.webhooks import ArticleDeleted, ArticlePublished, ArticleUpdated, WebhookAck
 from service import metrics, webhooks
 from service.api.deps import QueueDep, SessionsDep, SettingsDep
+from service.api.intake import Batch, WriterDep, check_article
 from service.api.problems import problem_responses
 from service.api.views import analyze_dedupe_key
 from service.jobs.queue import JobQueue
 from service.jobs.story_jobs import schedule_refresh
-from service.pipeline.text import prepare
 from service.settings import Settings
 from service.store import articles
 from service.store import webhooks as deliveries
@@ -64,7 +65,8 @@ CONTRACT: dict[str, Any] = {
     responses=problem_responses(401, 413, 415, 422),
     openapi_extra=CONTRACT,
 )
-async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, sessions: SessionsDep) -> JSONResponse:
+async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, sessions: SessionsDep,
+                    writer: WriterDep) -> JSONResponse:
     """Take a CMS event: `article.published`, `article.updated` or `article.deleted`.
 
     Signed per Standard Webhooks (headers `webhook-id`, `webhook-timestamp`, `webhook-signature`;
@@ -83,22 +85,20 @@ async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, se
         log.info("webhook.ignored", webhook_id=verified.webhook_id, event_type=kind[:100])
         return _answer(WebhookAck(status="ignored"), sessions, settings)
     event = webhooks.parse_event(body)
-    prepared = None
     if not isinstance(event, ArticleDeleted):
-        # Before the transaction, so an unusable article is refused (422/413) with nothing written.
-        # On the event loop, not in a thread: service.pipeline.text shares one pysbd Segmenter, which mixes
-        # up the sentences of articles split at the same time in two threads.
-        prepared = prepare(event.data, max_chars=settings.max_article_chars)
-    async with sessions() as session, session.begin():
-        fresh = await deliveries.record_delivery(session=session, webhook_id=verified.webhook_id,
+        # Before the transaction, so an article refused (413/422) writes nothing; no preparing here.
+        check_article(event.data, max_chars=settings.max_article_chars)
+
+    async def store(batch: Batch) -> WebhookAck:
+        fresh = await deliveries.record_delivery(session=batch.session, webhook_id=verified.webhook_id,
                                                  event_type=event.type)
         if not fresh:
-            ack = WebhookAck(status="duplicate")
-        elif isinstance(event, ArticleDeleted):
-            ack = await _delete(session, settings, event)
-        else:
-            assert prepared is not None
-            ack = await _save(session, queue, settings, event, prepared)
+            return WebhookAck(status="duplicate")
+        if isinstance(event, ArticleDeleted):
+            return await _delete(batch, settings, event)
+        return await _save(batch, queue, settings, event)
+
+    ack = await writer.write(store)
     metrics.WEBHOOK_EVENTS.labels(type=event.type, outcome=ack.status).inc()
     log.info("webhook.received", webhook_id=verified.webhook_id, event_type=event.type, status=ack.status,
              article_id=ack.article_id, jobs=len(ack.job_ids))
@@ -111,31 +111,36 @@ def _answer(ack: WebhookAck, sessions: async_sessionmaker[AsyncSession], setting
     return JSONResponse(ack.model_dump(mode="json"), status_code=202, background=purge)
 
 
-async def _refresh(session: AsyncSession, settings: Settings, story_ids: set[str | None]) -> list[str]:
-    stories = sorted(s for s in story_ids if s)
-    return [(await schedule_refresh(session=session, story_id=s, settings=settings)).id for s in stories]
+async def _refresh(batch: Batch, settings: Settings, story_ids: set[str | None]) -> list[str]:
+    """Each story's debounced refresh; one already queued by an earlier event of the batch is joined as is
+    (within the batch's transaction, ``schedule_refresh`` would return that same queued job)."""
+    ids = []
+    for story in sorted(s for s in story_ids if s):
+        key = ("refresh", story)
+        if key not in batch.memo:
+            batch.memo[key] = (await schedule_refresh(session=batch.session, story_id=story, settings=settings)).id
+        ids.append(batch.memo[key])
+    return ids
 
 
-async def _save(session: AsyncSession, queue: JobQueue, settings: Settings, event: ArticlePublished | ArticleUpdated,
-                prepared: PreparedArticle) -> WebhookAck:
+async def _save(batch: Batch, queue: JobQueue, settings: Settings,
+                event: ArticlePublished | ArticleUpdated) -> WebhookAck:
     """Insert or update by the CMS id (either event type may come first), analyse, refresh its story."""
-    before = await articles.get_article_by_cms_id(session=session, cms_id=event.data.id)
-    record = await articles.save_article(session=session, prepared=prepared, cms_id=event.data.id,
-                                         story_id=event.data.story_id)
+    record = await articles.save_received(session=batch.session, article=event.data, cms_id=event.data.id,
+                                          story_id=event.data.story_id)
     analysis = await queue.submit("analyze_article", {"article_id": record.id, "pins": []},
-                                  dedupe_key=analyze_dedupe_key(record, []), session=session)
+                                  dedupe_key=analyze_dedupe_key(record, []), session=batch.session)
     # An article moved to another story leaves its old one, whose digest must drop it too.
-    moved_from = before.story_id if before is not None and not before.deleted else None
-    refreshes = await _refresh(session, settings, {record.story_id, moved_from})
+    refreshes = await _refresh(batch, settings, {record.story_id, record.replaced_story_id})
     return WebhookAck(status="accepted", article_id=record.id, job_ids=[analysis.id, *refreshes])
 
 
-async def _delete(session: AsyncSession, settings: Settings, event: ArticleDeleted) -> WebhookAck:
+async def _delete(batch: Batch, settings: Settings, event: ArticleDeleted) -> WebhookAck:
     """Soft-delete: the article leaves its story, whose digest is rebuilt without it."""
-    record = await articles.get_article_by_cms_id(session=session, cms_id=event.data.id)
-    if record is None or not await articles.mark_deleted(session=session, article_id=record.id):
+    record = await articles.get_article_by_cms_id(session=batch.session, cms_id=event.data.id)
+    if record is None or not await articles.mark_deleted(session=batch.session, article_id=record.id):
         # Unknown or already deleted: acknowledged, nothing changes (a sender may repeat itself).
         return WebhookAck(status="accepted", article_id=record.id if record is not None else None)
-    refreshes = await _refresh(session, settings, {record.story_id, event.data.story_id})
+    refreshes = await _refresh(batch, settings, {record.story_id, event.data.story_id})
     return WebhookAck(status="accepted", article_id=record.id, job_ids=refreshes)
 
