@@ -1,4 +1,4 @@
-"""Reproducible performance run: ``python -m benchmarks.run`` (``make bench``), about two minutes.
+"""Reproducible performance run: ``python -m benchmarks.run`` (``make bench``), about six minutes.
 
 In one run, side by side, against ``benchmarks/latency_stub.py`` (a fixed delay per call, valid
 answers; started here as a subprocess on 127.0.0.1):
@@ -8,12 +8,16 @@ answers; started here as a subprocess on 127.0.0.1):
     (concurrency 1, ``sequential=True``), with the ratio to the critical path: one extraction round
     (both prompts of every article at once) plus the digest call, i.e. 2 x delay, plus a round per
     re-ask; and to the bound the semaphore sets (ceil(calls / concurrency) rounds);
-(b) the service's own overhead per LLM call: ``CallUsage.latency_ms`` minus the injected delay;
+(b) per LLM call, ``CallUsage.latency_ms`` (the model's time: the HTTP attempts) minus the injected
+    delay, and ``CallUsage.queue_ms`` (the wait for a concurrency slot), apart;
 (c) prompt size per article and prompt against the article's own length (characters, and the
     stub's prompt_tokens = characters / 4);
 (d) tokens per call recorded from the real embedded model in ``cassettes/test_pipeline/*.yaml``;
 (e)-(g) the running service from a second process (``benchmarks/service_load.py``): API overhead
-    per request, a webhook burst processed exactly once, an unchanged article re-submitted.
+    per request, a webhook burst processed exactly once, an unchanged article re-submitted;
+(h) the intake under a burst on SQLite and on PostgreSQL (``benchmarks/intake.py``): accepted events
+    per second at 32 in flight from one API process, p50/p99, and the event loop's longest lag;
+(i) the cost of one model call beside a plain AsyncOpenAI call (``benchmarks/per_call.py``).
 
 The embedded model's prefix reuse is measured apart (``python -m benchmarks.embedded``): it needs
 the model running and ten minutes.
@@ -41,7 +45,7 @@ from typing import Any
 import structlog
 import yaml
 
-from benchmarks import latency_stub, service_load
+from benchmarks import intake, latency_stub, per_call, service_load
 from benchmarks.latency_stub import prompt_name
 from schemas import ArticleIn, CallUsage
 from service.errors import LLMError
@@ -196,6 +200,7 @@ async def measure(
         "semaphore_bound_s": bound,
         "delay_total_s": round(len(stats) * DELAY_S, 3),
         "latency_ms": [usage.latency_ms for usage, _ in recorder.calls],
+        "queue_ms": [usage.queue_ms for usage, _ in recorder.calls],
         "outer_ms": [round(outer * 1000, 2) for _, outer in recorder.calls],
         "server_ms": [s["server_ms"] for s in stats],
         "stats": stats,
@@ -211,14 +216,18 @@ def pct(values: list[float], q: float) -> float:
 
 
 def overhead(runs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """latency_ms minus the injected delay, per call, over every run of one mode."""
+    """latency_ms minus the injected delay, and queue_ms, per call, over every run of one mode."""
     values = [ms - DELAY_S * 1000 for run in runs if run["mode"] == mode for ms in run["latency_ms"]]
+    queued = [ms for run in runs if run["mode"] == mode for ms in run["queue_ms"]]
     server = [ms - DELAY_S * 1000 for run in runs if run["mode"] == mode for ms in run["server_ms"]]
     return {
         "calls": len(values),
         "median_ms": round(statistics.median(values), 1),
         "p95_ms": round(pct(values, 0.95), 1),
         "max_ms": round(max(values), 1),
+        "queue_median_ms": round(statistics.median(queued), 1),
+        "queue_p95_ms": round(pct(queued, 0.95), 1),
+        "queue_max_ms": round(max(queued), 1),
         "stub_own_median_ms": round(statistics.median(server), 2),
     }
 
@@ -360,14 +369,16 @@ def markdown(runs: list[dict[str, Any]], sizes: dict[str, Any], cassettes: dict[
     pipeline = [(r["wall_s"] - r["delay_total_s"]) * 1000 / r["calls"] for r in runs if r["mode"] == "sequential"]
     lines += [
         "",
-        "### (b) Service overhead per LLM call (CallUsage.latency_ms minus the injected delay)",
+        "### (b) Per LLM call: CallUsage.latency_ms minus the injected delay, and CallUsage.queue_ms",
         "",
-        "| runs | calls | median ms | p95 ms | max ms |",
-        "|---|---:|---:|---:|---:|",
-        f"| sequential (no queueing) | {seq_o['calls']} | {seq_o['median_ms']} | {seq_o['p95_ms']} | "
-        f"{seq_o['max_ms']} |",
-        f"| concurrent (includes waiting for the semaphore) | {conc_o['calls']} | {conc_o['median_ms']} | "
-        f"{conc_o['p95_ms']} | {conc_o['max_ms']} |",
+        "| runs | calls | latency_ms - delay: median / p95 / max ms | queue_ms: median / p95 / max |",
+        "|---|---:|---|---|",
+        f"| sequential (one slot, calls one after another) | {seq_o['calls']} | {seq_o['median_ms']} / "
+        f"{seq_o['p95_ms']} / {seq_o['max_ms']} | {seq_o['queue_median_ms']} / {seq_o['queue_p95_ms']} / "
+        f"{seq_o['queue_max_ms']} |",
+        f"| concurrent ({CONCURRENCY} slots, every call of a round at once) | {conc_o['calls']} | "
+        f"{conc_o['median_ms']} / {conc_o['p95_ms']} / {conc_o['max_ms']} | {conc_o['queue_median_ms']} / "
+        f"{conc_o['queue_p95_ms']} / {conc_o['queue_max_ms']} |",
         "",
         f"Stub's own time beyond the delay: median {seq_o['stub_own_median_ms']} ms. Whole pipeline "
         f"(prepare, prompts, verify, digest, HTTP) in the sequential runs: "
@@ -438,7 +449,13 @@ async def main() -> None:
     print("  the service under load (service_load) ...", file=sys.stderr)
     load_args = service_load.parse([])
     load = await service_load.run(load_args)
-    table = markdown(runs, sizes, cassettes) + "\n\n" + service_load.markdown(load, load_args)
+    print("  the intake under a burst, SQLite and PostgreSQL (intake) ...", file=sys.stderr)
+    intake_args = intake.parse([])
+    bursts = await intake.run(intake_args)
+    print("  one model call beside a plain AsyncOpenAI call (per_call) ...", file=sys.stderr)
+    call = await per_call.run()
+    table = "\n\n".join([markdown(runs, sizes, cassettes), service_load.markdown(load, load_args),
+                          intake.markdown(bursts), per_call.markdown(call)])
     print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -454,6 +471,8 @@ async def main() -> None:
         "prompt_sizes": sizes,
         "cassettes": cassettes,
         "service": {**load, "args": vars(load_args)},
+        "intake": {**bursts, "args": vars(intake_args)},
+        "per_call": call,
         "markdown": table,
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

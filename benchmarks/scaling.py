@@ -79,6 +79,8 @@ def _env(url: str, llm: str, concurrency: int) -> dict[str, str]:
         "DATABASE_URL": url, "JOB_BACKEND": "procrastinate", "LLM_BASE_URL": llm, "LLM_API_KEY": "bench",
         "LLM_MODE": "json_object", "LLM_MODEL": "latency-stub", "WORKER_CONCURRENCY": str(concurrency),
         "WORKER_POLL_INTERVAL_S": "0.5", "LOG_LEVEL": "warning",
+        # The stub stands for a hosted endpoint: 4 calls in flight, not the one-slot default of a loopback URL.
+        "LLM_MAX_CONCURRENCY": "4", "WORKER_METRICS_PORT": "0",
     }.items()})
     return env
 

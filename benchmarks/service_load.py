@@ -4,7 +4,8 @@ Starts ``benchmarks.latency_stub`` and ``newsdigest serve`` (uvicorn with its in
 fresh SQLite file unless ``--database-url``) as subprocesses, then, from this process over loopback:
 
 (e) the API's own cost per request, no model in the path: ``GET /healthz``, ``POST /v1/articles``
-    (a new article: prepared, stored, queued, 202) and ``GET /v1/jobs/{id}``, one after another;
+    (a new article: stored as received, queued, 202; the worker prepares it) and ``GET /v1/jobs/{id}``,
+    one after another;
 (f) a webhook burst: ``--events`` distinct signed ``article.published`` events with ``--concurrency``
     in flight: requests per second and p50/p99 to the 202; then it waits for the worker to finish
     every analysis and checks each event was processed exactly once: the stub saw each article's

@@ -1,8 +1,10 @@
 """How fast POST /v1/webhooks/cms answers 202 under a burst: ``python -m benchmarks.webhook_latency``.
 
 The app runs in process (httpx ASGITransport) on a fresh SQLite file, without the worker, so the
-numbers are the route's own work: verify the signature, read the event, prepare the article, and
-one transaction (delivery, article upsert, analysis job, coalesced story refresh). Events are
+numbers are the route's own work: verify the signature, read the event, check the article (it is
+prepared later, by its analysis job), and one transaction (delivery, article as received, analysis
+job, coalesced story refresh), shared with the events in flight beside it. ``benchmarks.intake``
+measures the same over HTTP from another process, with the event loop's lag. Events are
 distinct articles spread over a few stories, signed with the Standard Webhooks library; one run
 sends them one after another, one with ``--concurrency`` requests in flight.
 """

@@ -344,7 +344,7 @@ def eval_command(
 
     async def work() -> dict[str, dict[str, report.StoryScore]]:
         registry = PromptRegistry.load(settings.prompts_dir, settings.prompt_versions)
-        options = StoryOptions(sequential=settings.uses_local_llm, section_chars=settings.article_section_chars,
+        options = StoryOptions(sequential=settings.runs_sequentially, section_chars=settings.article_section_chars,
                                language=settings.digest_language)
         results = {}
         for variant in variants:

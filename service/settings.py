@@ -295,6 +295,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _embedded_modes(self) -> Settings:
+        # llama-cpp-python's server admits only text and json_object as response_format (it answers a
+        # json_schema request with a 500): tests/llm/test_llama_cpp_modes.py.
+        if self.uses_local_llm and self.llm_mode == "json_schema":
+            raise ValueError("NEWSDIGEST_LLM_MODE=json_schema does not work with the embedded model (its server "
+                             "takes json_object or tools); unset it, or set an endpoint or key")
+        return self
+
+    @model_validator(mode="after")
     def _engine_needs_postgres(self) -> Settings:
         # The engine keeps its queue in PostgreSQL, next to the jobs it runs (service/jobs/engine.py).
         if self.job_backend == "procrastinate" and not self.database_url.startswith("postgresql"):

@@ -56,8 +56,10 @@ def uncached_loggers() -> Iterator[None]:
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see the developer's endpoint, keys or proxies."""
     for name in list(os.environ):
-        if name.startswith(("NEWSDIGEST_", "OPENAI_")) or name.lower().endswith("_proxy"):
+        if name.startswith(("NEWSDIGEST_", "OPENAI_", "OTEL_")) or name.lower().endswith("_proxy"):
             monkeypatch.delenv(name, raising=False)
+    # Nor a .env file in the working directory (Settings reads one): only what a test sets counts.
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,7 @@ async def _analyse_once(ctx: JobContext, article: ArticleRecord, prompts: dict[s
     chosen = {name: prompts[name] for name in ARTICLE_PROMPTS}
     try:
         extraction = await extract_article(article.prepared, chosen, ctx.llm, article_id=article.id,
-                                           sequential=ctx.settings.uses_local_llm,
+                                           sequential=ctx.settings.runs_sequentially,
                                            section_chars=ctx.settings.article_section_chars)
     except LLMError as exc:
         if exc.usage is not None:  # the failed call was paid for too
@@ -231,7 +231,7 @@ async def build_digest(ctx: JobContext, payload: Payload) -> Result:
     records, unusable = await _prepared_records(ctx, loaded)
     prompts = ctx.registry.resolve(payload.get("pins") or [])
     store = _JobStore(ctx, {r.id: r for r in records}, prompts)
-    options = StoryOptions(sequential=ctx.settings.uses_local_llm, section_chars=ctx.settings.article_section_chars,
+    options = StoryOptions(sequential=ctx.settings.runs_sequentially, section_chars=ctx.settings.article_section_chars,
                            language=ctx.settings.digest_language, story_id=story_id)
     built = await digest_story([StoryArticle(r.prepared, r.id) for r in records], prompts, ctx.llm, options,
                                failed=unusable, store=store)

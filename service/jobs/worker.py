@@ -20,13 +20,14 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
 
-from service import metrics
-from service.errors import InputError, NewsdigestError
+from service import metrics, tracing
+from service.errors import InputError, LLMHTTPError, NewsdigestError
 from service.jobs import story_jobs, tasks
 from service.jobs.context import JobContext, LockHolder, Task
 from service.jobs.queue import DatabaseJobQueue
@@ -62,15 +63,22 @@ class Failure:
 
 def failure(exc: Exception, attempts: int, settings: Settings) -> Failure:
     """Judge a failed attempt number ``attempts``: bad input is final, since no retry can fix it;
-    anything else (the model, the network, a bug) is retried after :func:`backoff`. The table
-    decides whether attempts remain."""
+    anything else (the model, the network, a bug) is retried after :func:`backoff`, unless the error
+    knows better (``next_attempt_in(attempts, settings)``: a callback's own schedule, the receiver's
+    Retry-After; None there means never again, as after a 410). The table decides whether attempts remain."""
     if isinstance(exc, InputError):
         return Failure(exc.detail, None)
+    if isinstance(exc, LLMHTTPError) and exc.status_code in (401, 403):
+        # A wrong or revoked key, or a model the key may not use: no retry can fix it, and each costs a call.
+        code = f", {exc.code}" if exc.code else ""
+        return Failure(f"the model endpoint refused the key ({exc.status_code}{code}): {exc.detail}", None)
     if isinstance(exc, NewsdigestError):
         error = f"{type(exc).__name__}: {exc.detail}"
     else:  # a bug: recorded and retried a bounded number of times, never silent
         error = f"internal error ({type(exc).__name__})"
-    return Failure(error[:2000], backoff(attempts, settings))
+    own: Callable[[int, Settings], timedelta | None] | None = getattr(exc, "next_attempt_in", None)
+    retry_in = own(attempts, settings) if callable(own) else backoff(attempts, settings)
+    return Failure(error[:2000], retry_in)
 
 
 class Worker:
@@ -127,7 +135,8 @@ class Worker:
         Heartbeats keep the lock while it runs; a failure is retried or failed as :func:`failure`
         says; a cancelled run (shutdown) hands the job back at once.
         """
-        with structlog.contextvars.bound_contextvars(job_id=job.id, job_kind=job.kind, attempt=job.attempts):
+        with structlog.contextvars.bound_contextvars(job_id=job.id, job_kind=job.kind, attempt=job.attempts), \
+                tracing.job_span(str(job.kind), job.payload, id=job.id, attempt=job.attempts):
             log.info("job.started")
             beat = asyncio.create_task(self._heartbeat(job.id))
             try:

@@ -31,7 +31,7 @@ def _url() -> str:
     url = (
         config.attributes.get("url")
         or os.environ.get("NEWSDIGEST_DATABASE_URL")
-        or str(Settings.model_fields["database_url"].default)
+        or Settings().database_url
     )
     return async_url(url).render_as_string(hide_password=False)
 

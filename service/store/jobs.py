@@ -36,6 +36,7 @@ from sqlalchemy import ColumnElement, exists, func, insert, literal, select, upd
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from service import tracing
 from service.store import _dialect
 from service.store.models import Job, JobKind, JobStatus, new_id, utcnow
 
@@ -144,7 +145,8 @@ async def enqueue(
     values: dict[str, Any] = {
         "id": new_id(),
         "kind": kind,
-        "payload": dict(payload),
+        # The trace of the request that queues it, if tracing is on: the worker continues it (service.tracing).
+        "payload": tracing.inject(payload),
         "status": JobStatus.QUEUED,
         "attempts": 0,
         "max_attempts": max_attempts,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.errors import InputError, LLMUnavailable, NotFoundError
+from service.errors import InputError, LLMHTTPError, LLMUnavailable, NotFoundError
 from service.jobs import worker as worker_module
 from service.jobs.context import JobContext, LockHolder, Payload, Result
 from service.jobs.queue import DatabaseJobQueue
@@ -123,3 +123,17 @@ async def test_a_worker_runs_a_job_to_success_and_records_who_ran_it(
     assert done is not None and done.status == JobStatus.SUCCEEDED and done.attempts == 2
     assert done.result == {"article_id": "a1"} and done.error is None
     assert (done.locked_by, done.lock_owner, done.lock_run) == (worker.id, "test-host/worker-a", "1.first")
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_ends_the_job_at_once_with_the_endpoints_code(status: int) -> None:
+    refused = LLMHTTPError(f"model endpoint answered {status} (invalid_api_key)", status_code=status,
+                           code="invalid_api_key")
+    decided = failure(refused, 1, Settings())
+    assert decided.retry_in is None
+    assert f"({status}, invalid_api_key)" in decided.error
+
+
+def test_an_overloaded_endpoint_is_still_retried() -> None:
+    busy = LLMHTTPError("model endpoint answered 503", status_code=503)
+    assert failure(busy, 1, Settings()).retry_in is not None

@@ -166,6 +166,8 @@ def worker_env(database_url: str, stub: RecordingStub, **overrides: Any) -> dict
         "LLM_RETRY_INITIAL_WAIT_S": 0, "LLM_RETRY_MAX_WAIT_S": 0, "JOB_RETRY_INITIAL_WAIT_S": 0,
         "JOB_RETRY_MAX_WAIT_S": 0, "WORKER_POLL_INTERVAL_S": 0.2, "WORKER_CONCURRENCY": 2,
         "JOB_LOCK_TIMEOUT_S": 4, "WORKER_SHUTDOWN_GRACE_S": 2, "LOG_LEVEL": "info",
+        # Several workers on one host: no metrics port each (the default 9464 would be taken by the first).
+        "WORKER_METRICS_PORT": 0,
     }
     values.update({k.upper(): v for k, v in overrides.items()})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSDIGEST_", "OPENAI_"))}

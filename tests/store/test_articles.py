@@ -4,7 +4,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas import ArticleIn
+from service.pipeline.text import prepare
 from service.store import articles
+from service.store.articles import Preparation
 
 from .factories import prepared_article
 
@@ -72,3 +75,95 @@ async def test_list_by_story_and_mark_deleted(sessions: async_sessionmaker[Async
         assert await articles.get_article(session=session, article_id="missing") is None
         by_cms = await articles.get_article_by_cms_id(session=session, cms_id="missing")
         assert by_cms is None
+
+
+# --- as received, then prepared by the analysis job (revision 0004) ----------------------------------------
+
+
+def _received(body: str = "The council approved the budget. The mayor was pleased.", **changes: object) -> ArticleIn:
+    values: dict[str, object] = {"id": "cms-r", "story_id": "s1", "outlet": "Daily", "title": "Budget", "body": body,
+                                 "published_at": datetime(2025, 3, 1, 9, 30, tzinfo=UTC)}
+    values.update(changes)
+    return ArticleIn.model_validate(values)
+
+
+async def test_an_article_is_stored_as_received_then_prepared(sessions: async_sessionmaker[AsyncSession]) -> None:
+    article = _received()
+    async with sessions.begin() as session:
+        received = await articles.save_received(session=session, article=article)
+    assert received.preparation == Preparation.PENDING and received.replaced_story_id is None
+    assert received.source_hash == articles.source_hash(article)
+    async with sessions() as session:
+        pending = await articles.get_article(session=session, article_id=received.id)
+    assert pending is not None and not pending.is_prepared and pending.received == article
+    assert (pending.ref().content_hash, pending.ref().sentence_count, pending.ref().outlet) == ("", 0, "Daily")
+
+    prepared = prepare(article, max_chars=10_000)
+    async with sessions.begin() as session:
+        stored = await articles.save_prepared(session=session, article_id=received.id,
+                                              source_hash=received.source_hash, prepared=prepared)
+        again = await articles.save_prepared(session=session, article_id=received.id,
+                                             source_hash=received.source_hash, prepared=prepared)
+    assert stored is not None and again is None  # only a pending row takes a preparation
+    assert stored.prepared == prepared and stored.received is None  # the raw body is not kept
+    assert stored.prepared.published_at == datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
+
+
+async def test_the_same_article_again_keeps_its_preparation(sessions: async_sessionmaker[AsyncSession]) -> None:
+    article = _received()
+    async with sessions.begin() as session:
+        first = await articles.save_received(session=session, article=article)
+        await articles.save_prepared(session=session, article_id=first.id, source_hash=first.source_hash,
+                                     prepared=prepare(article, max_chars=10_000))
+    async with sessions.begin() as session:
+        same = await articles.save_received(session=session, article=article)
+        changed = await articles.save_received(session=session, article=_received(body="The council said no."))
+    assert same.id == changed.id == first.id
+    assert same.preparation == Preparation.PREPARED  # nothing to prepare again
+    assert changed.preparation == Preparation.PENDING  # a new text: the old sentences are gone
+    async with sessions() as session:
+        current = await articles.get_article(session=session, article_id=first.id)
+    assert current is not None and not current.is_prepared
+    assert current.received is not None and current.received.body == "The council said no."
+
+
+async def test_a_preparation_of_an_older_text_is_not_stored(sessions: async_sessionmaker[AsyncSession]) -> None:
+    old = _received()
+    async with sessions.begin() as session:
+        first = await articles.save_received(session=session, article=old)
+        await articles.save_received(session=session, article=_received(body="A newer text arrived."))
+        late = await articles.save_prepared(session=session, article_id=first.id, source_hash=first.source_hash,
+                                            prepared=prepare(old, max_chars=10_000))
+        unusable = await articles.mark_unusable(session=session, article_id=first.id, source_hash=first.source_hash,
+                                                reason="no readable sentence")
+    assert late is None and unusable is None
+
+
+async def test_an_unusable_article_keeps_its_body_and_reason(sessions: async_sessionmaker[AsyncSession]) -> None:
+    article = _received(body="<p> </p>", content_type="html")
+    async with sessions.begin() as session:
+        received = await articles.save_received(session=session, article=article)
+        marked = await articles.mark_unusable(session=session, article_id=received.id,
+                                              source_hash=received.source_hash, reason="no readable sentence")
+    assert marked is not None and marked.preparation == Preparation.UNUSABLE
+    assert marked.preparation_error == "no readable sentence"
+    assert marked.received == article and not marked.is_prepared
+
+
+async def test_an_update_names_the_story_the_article_leaves(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions.begin() as session:
+        first = await articles.save_received(session=session, article=_received(story_id="old-story"))
+        moved = await articles.save_received(session=session, article=_received(story_id="new-story"))
+        assert await articles.mark_deleted(session=session, article_id=moved.id)
+        revived = await articles.save_received(session=session, article=_received(story_id="third-story"))
+    assert first.replaced_story_id is None
+    assert (moved.story_id, moved.replaced_story_id) == ("new-story", "old-story")
+    assert (revived.story_id, revived.replaced_story_id) == ("third-story", None)  # it was deleted: left nothing
+
+
+async def test_articles_without_a_cms_id_are_always_new(sessions: async_sessionmaker[AsyncSession]) -> None:
+    article = _received(id=None)
+    async with sessions.begin() as session:
+        a = await articles.save_received(session=session, article=article)
+        b = await articles.save_received(session=session, article=article)
+    assert a.id != b.id and a.cms_id is None and a.replaced_story_id is None
