@@ -443,14 +443,15 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
     import uvicorn
 
     from service.api import create_app
+    from service.api.http import ProblemH11Protocol
 
     settings = _settings()
     if not worker:
         settings = settings.model_copy(update={"run_worker": False})
     _run(_check_database(settings))
     # No access log: the API logs each request itself, by route and without the query string.
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level=settings.log_level,
-                timeout_graceful_shutdown=int(settings.worker_shutdown_grace_s) + 5)
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, http=ProblemH11Protocol,
+                log_level=settings.log_level, timeout_graceful_shutdown=int(settings.worker_shutdown_grace_s) + 5)
 
 
 @app.command("worker")

@@ -26,6 +26,7 @@ from structlog.testing import capture_logs
 
 from schemas.article import storable_text
 from service.api.deps import caller_hash
+from service.api.http import ProblemH11Protocol
 from service.article_files import load_article
 from service.errors import InputError
 from service.settings import Settings
@@ -285,7 +286,8 @@ def served(tmp_path: Path, settings_for: Callable[..., Settings]) -> Iterator[in
 
     app = create_app(settings_for(f"sqlite+aiosqlite:///{tmp_path}/nd.db", run_worker=False))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           http=ProblemH11Protocol))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -297,15 +299,22 @@ def served(tmp_path: Path, settings_for: Callable[..., Settings]) -> Iterator[in
     thread.join(timeout=30)
 
 
-def test_uvicorn_refuses_an_unreadable_content_length_before_the_app(served: int) -> None:
-    """uvicorn's HTTP parser answers this itself, with its own plain-text 400: the app never sees the
-    request, so it cannot make that answer problem+json (the app's own answer is tested above)."""
+def test_an_unreadable_content_length_is_a_problem_even_before_the_app(served: int) -> None:
+    """uvicorn's HTTP parser refuses it before the app sees it; the protocol ``serve`` runs answers as
+    problem+json all the same (uvicorn's own protocol answers plain text)."""
     with socket.create_connection(("127.0.0.1", served), timeout=10) as sock:
         sock.sendall(b"POST /v1/articles HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: abc\r\n\r\n{}")
-        answer = sock.recv(65536).decode("latin-1")
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after its answer
+            received += chunk
+        answer = received.decode("latin-1")
 
-    assert answer.startswith("HTTP/1.1 400 "), answer
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400 "), answer
+    assert "content-type: application/problem+json" in head.lower(), answer
+    problem = json.loads(body)
+    assert problem["status"] == 400 and problem["type"].endswith("/bad-request"), problem
 
 
 # --- 9. Short HTML keeps its text ---------------------------------------------------------------------------
