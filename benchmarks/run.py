@@ -51,7 +51,7 @@ from schemas import ArticleIn, CallUsage
 from service.errors import LLMError
 from service.llm.client import LLMClient
 from service.llm.port import Completion
-from service.pipeline.story import digest_story
+from service.pipeline.story import StoryOptions, digest_story, prepare_all
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
@@ -159,11 +159,17 @@ def stub_stats(port: int, *, clear: bool = False) -> list[dict[str, Any]]:
     return data
 
 
+async def story_digest(articles: list[ArticleIn], prompts: dict[str, Prompt], llm: Any, *, sequential: bool) -> Any:
+    """As the CLI builds a story's digest: every article prepared, then the one story orchestration."""
+    ready, failed = prepare_all(articles, max_chars=MAX_CHARS)
+    return await digest_story(ready, prompts, llm, StoryOptions(sequential=sequential), failed=failed)
+
+
 async def warm_up(port: int, prompts: dict[str, Prompt]) -> None:
     """One story of one article first, so one-time costs (imports, client set-up) stay out of timings."""
     llm = LLMClient(settings(port, 1))
     try:
-        await digest_story(synthetic_story(1), prompts, llm, max_chars=MAX_CHARS, sequential=True)
+        await story_digest(synthetic_story(1), prompts, llm, sequential=True)
     finally:
         await llm.close()
 
@@ -176,7 +182,7 @@ async def measure(
     recorder = Recorder(LLMClient(settings(port, concurrency)))
     try:
         started = time.monotonic()
-        digest = await digest_story(articles, prompts, recorder, max_chars=MAX_CHARS, sequential=sequential)
+        digest = await story_digest(articles, prompts, recorder, sequential=sequential)
         wall = time.monotonic() - started
     finally:
         await recorder.llm.close()
