@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from schemas import PreparedArticle
+from service.pipeline.verify import MONTHS
 
 _MONEY_NOUNS = (
     "stake investment invest invested investing deal acquisition acquire acquired buy bought purchase price "
@@ -80,10 +81,9 @@ _ROLE_SAME = {"chief executive": "ceo", "chief executive officer": "ceo", "chief
 _BACKGROUND = re.compile(r"\b(?:formerly|previously|former|ex-|veteran of|spent \w+ years? at|worked at|worked for|"
                          r"earlier career at|alum(?:nus|na)? of|came from|joins from|joined from|stints? at|"
                          r"experience at|procedente de|anteriormente|zuvor bei|früher bei)", re.IGNORECASE)
-_MONTHS = ("january february march april may june july august september october november december").split()
-_MONTH = "|".join(_MONTHS)
+_MONTH = "|".join(MONTHS)
 _DATE = re.compile(r"\b(?P<month>" + _MONTH + r")\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?(?:,?\s+(?P<year>\d{4}))?"
-                   r"|\b(?P<day2>\d{1,2})\s+(?P<month2>" + "|".join(_MONTHS) + r")(?:\s+(?P<year2>\d{4}))?",
+                   r"|\b(?P<day2>\d{1,2})\s+(?P<month2>" + _MONTH + r")(?:\s+(?P<year2>\d{4}))?",
                    re.IGNORECASE)
 _WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
 _RELATIVE = re.compile(r"\b(?P<rel>yesterday|today|tomorrow|(?:(?:on|last|this|next)\s+)?(?:" + "|".join(_WEEKDAYS)
@@ -131,7 +131,7 @@ def _nearest(words: list[tuple[int, str]], at: int, vocabulary: set[str], reach:
 def _resolve(text: str, published: date | None) -> set[date]:
     found: set[date] = set()
     for m in _DATE.finditer(text):
-        month = _MONTHS.index((m.group("month") or m.group("month2")).lower()) + 1
+        month = MONTHS.index((m.group("month") or m.group("month2")).lower()) + 1
         day = int(m.group("day") or m.group("day2"))
         year = m.group("year") or m.group("year2")
         year_n = int(year) if year else (published.year if published else None)

@@ -22,7 +22,8 @@ MIN_SENTENCE_SHARE = 0.25
 REPEAT_OVERLAP = 0.7
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
-_MONTHS = (
+#: Month names in calendar order, as every date check reads them.
+MONTHS = (
     "january",
     "february",
     "march",
@@ -67,7 +68,7 @@ def numbers_in(text: str) -> set[str]:
 def months_in(text: str) -> set[str]:
     folded = _fold(text)
     words = set(_WORD.findall(folded))
-    found = {m for m in _MONTHS if m != "may" and (m in words or m[:3] in words)}
+    found = {m for m in MONTHS if m != "may" and (m in words or m[:3] in words)}
     if re.search(r"\bmay\s+\d|\d\s+may\b", folded):  # "may" is a month only next to a day number
         found.add("may")
     return found
