@@ -61,13 +61,13 @@ digest: setup
 test: setup browser
 	$(BIN)/pytest $(PYTEST_OFFLINE) $(ARGS)
 
-# tests/test_render.py drives Debian's headless Chromium: installed here when missing (root, or sudo).
+# tests/pipeline/test_render.py drives Debian's headless Chromium: installed here when missing (root, or sudo).
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "newsdigest: installing Debian's chromium for the editor's-page browser test (apt-get, about a minute)"; \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
 	  ( $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null ) \
-	    || echo "newsdigest: could not install chromium; the browser tests in tests/test_render.py will fail"; \
+	    || echo "newsdigest: could not install chromium; the browser tests in tests/pipeline/test_render.py will fail"; \
 	fi
 
 # Re-record every cassette against the model: the embedded one unless PYTEST_LLM_BASE_URL is set.

@@ -45,8 +45,7 @@ from typing import Any
 import structlog
 import yaml
 
-from benchmarks import intake, latency_stub, per_call, service_load
-from benchmarks.latency_stub import prompt_name
+from benchmarks import intake, per_call, service_load
 from schemas import ArticleIn, CallUsage
 from service.errors import LLMError
 from service.llm.client import LLMClient
@@ -55,6 +54,8 @@ from service.pipeline.story import StoryOptions, digest_story, prepare_all
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
+from tests import fake_openai as latency_stub  # its computed answers after a fixed delay
+from tests.fake_openai import prompt_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"

@@ -31,11 +31,11 @@ import asyncpg
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
 
-from benchmarks import latency_stub
 from schemas import ArticleIn
 from service.pipeline.text import prepare
 from service.store import articles, db, jobs
 from service.store.models import Job
+from tests import fake_openai as latency_stub  # its computed answers after a fixed delay
 
 NEWSDIGEST = Path(sys.executable).with_name("newsdigest")
 

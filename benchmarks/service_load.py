@@ -41,7 +41,7 @@ import httpx
 import structlog
 from standardwebhooks.webhooks import Webhook
 
-from benchmarks import latency_stub
+from tests import fake_openai as latency_stub  # its computed answers after a fixed delay
 
 ROOT = Path(__file__).resolve().parent.parent
 NEWSDIGEST = Path(sys.executable).with_name("newsdigest")

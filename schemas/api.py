@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,7 +14,16 @@ from schemas.extraction import ArticleRef, PromptProvenance
 from schemas.facts import Fact
 from schemas.sentiment import Sentiment
 
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+class JobStatus(StrEnum):
+    """``queued -> running -> succeeded | failed``; the jobs table's CHECK constraint allows exactly these."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 ArticleStatus = Literal["queued", "running", "analysed", "failed"]
 
 

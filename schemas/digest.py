@@ -11,6 +11,7 @@ from schemas.article import ArticleIn, PreparedArticle
 from schemas.extraction import ArticleRef, PromptProvenance
 from schemas.facts import Fact, Rejection, SentenceQuote
 from schemas.sentiment import SentimentLabel
+from schemas.usage import Usage
 
 FACT_ID_PATTERN = r"^A\d+\.F\d+$"
 
@@ -126,6 +127,7 @@ class Source(BaseModel):
     copy_of: str | None = Field(default=None, description="Outlet whose text this one repeats almost word for word.")
     verified: list[Fact] = Field(default_factory=list, description="Its verified facts, as the editor audits them.")
     rejected: list[Rejection] = Field(default_factory=list, description="What was dropped, with the reasons.")
+    usage: Usage | None = Field(default=None, description="What analysing it took: every model call, cost included.")
 
     @classmethod
     def of(cls, article: ArticleRef | PreparedArticle | ArticleIn, *, article_id: str | None = None,
@@ -152,4 +154,7 @@ class Digest(BaseModel):
     sources: list[Source]
     language: str = "en"
     provenance: PromptProvenance | None = None
+    usage: Usage | None = Field(
+        default=None, description="Every model call behind the digest: its sources' analyses (at what they cost "
+        "when first made, cached or not) and its own.")
     created_at: datetime | None = None

@@ -36,6 +36,9 @@ class Usage(BaseModel):
     cached_tokens: int = 0
     latency_ms: int = 0
     queue_ms: int = 0
+    cost_usd: float | None = Field(
+        default=0.0, description="US dollars of all the calls; None when any one's price is unknown (a local or "
+        "unlisted model): a partial sum would read as the whole bill.")
 
     def __add__(self, other: CallUsage | Usage) -> Usage:
         count = other.requests if isinstance(other, Usage) else 1
@@ -46,6 +49,8 @@ class Usage(BaseModel):
             cached_tokens=self.cached_tokens + other.cached_tokens,
             latency_ms=self.latency_ms + other.latency_ms,
             queue_ms=self.queue_ms + other.queue_ms,
+            cost_usd=(None if self.cost_usd is None or other.cost_usd is None
+                      else round(self.cost_usd + other.cost_usd, 8)),
         )
 
     @classmethod

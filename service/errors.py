@@ -25,7 +25,7 @@ exactly one place (a problem+json body, or one line and an exit code)::
     │   └── UnknownPromptVersion    a pinned prompt version that does not exist (422)
     └── ConfigError                 settings that cannot work (our mistake, or the operator's)
 
-Stages catch these, never the SDK's exceptions: ``service.llm.client`` maps those at its one boundary.
+Stages catch these, never the SDK's exceptions: ``service.llm.openai_errors`` maps those at one boundary.
 """
 
 from __future__ import annotations

@@ -1,19 +1,31 @@
-"""Shared test setup: cassettes that fail loudly, no secrets, no outside network."""
+"""Shared test setup: cassettes that fail loudly, no secrets, no outside network.
+
+Two plugins serve every folder: tests/databases.py (``database_url``, ``sqlite_url``, ``engine``,
+``sessions``: SQLite and PostgreSQL) and tests/fake_openai.py (the ``fault_server`` fixture).
+``make_llm`` builds model clients on the fault server.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
 import structlog
 
-from service.prompts import PromptRegistry
+from service.llm.client import LLMClient
+from service.prompts import Prompt, PromptRegistry
 from service.quality import cassettes as json_body_serializer
 from service.settings import LOCAL_LLM_PORT, Settings
+
+if TYPE_CHECKING:  # imported by pytest as a plugin below, so that its asserts are rewritten
+    from tests.fake_openai import FaultServer
+
+# One database fixture set (SQLite and PostgreSQL) and one fake OpenAI server, for every folder.
+pytest_plugins = ["tests.databases", "tests.fake_openai"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Recording reads the real key from here; replay never needs one.
@@ -29,14 +41,6 @@ SECRET_HEADERS = [
     "openai-organization",
     "openai-project",
 ]
-
-
-def no_postgres(reason: str) -> None:
-    """Skip a PostgreSQL test on a machine without the server; fail it where one is promised (CI sets
-    PYTEST_REQUIRE_POSTGRES=1), so a server that did not start cannot pass as skipped tests."""
-    if os.environ.get("PYTEST_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"PYTEST_REQUIRE_POSTGRES=1 but {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -117,3 +121,40 @@ def recorded_settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def registry() -> PromptRegistry:
     return PromptRegistry.load(ROOT / "prompts")
+
+
+@pytest.fixture
+def prompts(registry: PromptRegistry) -> dict[str, Prompt]:
+    """The current version of every prompt, by name."""
+    return registry.resolve()
+
+
+MakeLLM = Callable[..., LLMClient]
+
+
+@pytest.fixture
+def llm_settings() -> dict[str, Any]:
+    """Settings ``make_llm`` gives every client it builds; a module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+async def make_llm(fault_server: FaultServer, llm_settings: dict[str, Any]) -> AsyncIterator[MakeLLM]:
+    """Build LLMClients on the fault server (or ``base_url``): three attempts with no wait between them,
+    0.5 s to answer, JSON mode. All are closed after the test."""
+    clients: list[LLMClient] = []
+
+    def make(base_url: str | None = None, **overrides: Any) -> LLMClient:
+        url = base_url or fault_server.base_url
+        values: dict[str, Any] = {
+            "llm_base_url": url, "llm_api_key": "test-key", "llm_mode": "json_object", "llm_max_attempts": 3,
+            "llm_retry_initial_wait_s": 0, "llm_retry_max_wait_s": 0, "llm_timeout_s": 0.5,
+        }
+        settings = Settings(**{**values, **llm_settings, **overrides})
+        assert settings.effective_base_url == url  # never the embedded model's port by accident
+        clients.append(LLMClient(settings))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.close()

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.pipeline.text import prepare
 from service.quality.report import recording
-from tests.api.answers import analysis, article, digest_answer, facts_answer
 from tests.conftest import RECORDING_BASE_URL, ROOT
-from tests.factories import example
-from tests.fault_server import FaultServer, fault_server_fixture  # noqa: F401 - provides the fixture
+from tests.factories import analysis, article, digest_answer, example, facts_answer
+from tests.fake_openai import FaultServer
+from tests.processes import free_port
 
 OBSERVER = ROOT / "examples" / "articles" / "observer-wang-joins-meta.json"
 runner = CliRunner()
@@ -241,12 +241,6 @@ def test_worker_metrics_port_0_turns_them_off() -> None:
         holder.listen()
         with metrics_endpoint(Settings(worker_metrics_port=taken)) as port:
             assert port is None  # taken by another worker on this host: runs on without, and says so
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_digest_names_each_file_it_leaves_out(tmp_path: Path, fault_endpoint: FaultServer) -> None:

@@ -3,7 +3,7 @@
 An article is data, never instructions: a body may carry prompt-injection text, fake sentence
 numbers, a fake "SYSTEM:" message, fake JSON, invisible or direction-control characters, several
 scripts at once, or simply be huge. Here such bodies go through ``prepare`` and the real pipeline;
-tests/fault_server.py plays a model that *obeys* the injection (claims injected content, cites
+tests/fake_openai.py plays a model that *obeys* the injection (claims injected content, cites
 sentences that do not exist) and the checks show what reaches the Extraction and the Digest:
 nothing a sentence of the article does not say, and always schema-valid output.
 """
@@ -13,26 +13,21 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from schemas import ArticleIn, Digest, Extraction, PreparedArticle
+from schemas import ArticleIn, Digest, PreparedArticle
 from service.errors import ArticleTooLargeError
 from service.llm.client import LLMClient
 from service.pipeline.extract import extract_article, prompt_context
 from service.pipeline.text import prepare
 from service.pipeline.verify import numbers_in
-from service.prompts import Prompt, PromptRegistry
+from service.prompts import Prompt
 from service.settings import Settings
-from tests.factories import story
-from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
-    FaultServer,
-    fault_server_fixture,
-    ok,
-)
+from tests import fake_openai
+from tests.conftest import MakeLLM
+from tests.factories import assert_digest_traceable, assert_traceable, neutral, own_fact, story
+from tests.fake_openai import FaultServer, ok
 
 pytestmark = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1$"])
 
@@ -84,68 +79,18 @@ MIXED = ArticleIn(
 )
 
 
-def settings_for(base_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "llm_base_url": base_url,
-        "llm_api_key": "test-key",
-        "llm_mode": "json_object",
-        "llm_max_attempts": 3,
-        "llm_retry_initial_wait_s": 0,
-        "llm_retry_max_wait_s": 0,
-        "llm_timeout_s": 0.5,
-    }
-    return Settings(**{**values, **overrides})
-
-
 def prepared(article: ArticleIn) -> PreparedArticle:
     return prepare(article, max_chars=MAX_CHARS)
 
 
-def own(article: ArticleIn, n: int) -> dict[str, Any]:
-    """A fact that passes: the claim is sentence n itself."""
-    return {"claim": prepared(article).sentence(n).text, "sentences": [n]}
-
-
-def neutral(n: int = 1) -> dict[str, Any]:
-    return {"overall": "neutral", "score": 0.0, "sentences": [n], "entities": []}
-
-
 @pytest.fixture
-def prompts(registry: PromptRegistry) -> dict[str, Prompt]:
-    return registry.resolve()
-
-
-@pytest_asyncio.fixture
-async def llm(fault_server: FaultServer) -> AsyncIterator[LLMClient]:
-    client = LLMClient(settings_for(fault_server.base_url))
-    yield client
-    await client.close()
+def llm(make_llm: MakeLLM) -> LLMClient:
+    return make_llm()
 
 
 def numbered_lines(user_message: str) -> list[int]:
     """The sentence numbers a model sees: lines of the article block that start with [n]."""
-    block = user_message.split("TASK:")[0]
-    return [int(m.group(1)) for line in block.splitlines() if (m := re.match(r"\[(\d+)\] ", line))]
-
-
-def assert_traceable(extraction: Extraction, article: PreparedArticle) -> None:
-    text = {s.n: s.text for s in article.sentences}
-    for fact in extraction.facts:
-        for c in fact.citations:
-            assert c.quote == text[c.sentence], fact
-    if extraction.sentiment:
-        for c in extraction.sentiment.citations + [c for e in extraction.sentiment.entities for c in e.citations]:
-            assert c.quote == text[c.sentence]
-    assert Extraction.model_validate_json(extraction.model_dump_json()) == extraction
-
-
-def assert_digest_traceable(digest: Digest, articles: list[ArticleIn]) -> None:
-    by_id = {a.id: prepared(a) for a in articles}
-    cited = [c for st in digest.statements for c in st.citations]
-    cited += [c for d in digest.disagreements for p in d.positions for c in p.citations]
-    for c in cited:
-        assert c.article_id is not None and c.quote == by_id[c.article_id].sentence(c.sentence).text
-    assert Digest.model_validate_json(digest.model_dump_json()) == digest
+    return [n for n, _ in fake_openai.numbered_lines(user_message)]
 
 
 def published_text(digest: Digest) -> str:
@@ -239,10 +184,10 @@ async def test_a_huge_article_in_a_story_is_a_failed_source_and_never_sent(
     fault_server: FaultServer, llm: LLMClient, prompts: dict[str, Prompt]
 ) -> None:
     huge = ArticleIn(id="huge-1", outlet="Spam Daily", body="Zanzibar giraffes dance. " * 500)
-    statement = {"text": own(CLEAN, 1)["claim"], "facts": ["A1.F1"]}
+    statement = {"text": own_fact(CLEAN, 1)["claim"], "facts": ["A1.F1"]}
     fault_server.script(
         [
-            ok({"facts": [own(CLEAN, 1)]}),
+            ok({"facts": [own_fact(CLEAN, 1)]}),
             ok(neutral()),
             ok({"headline": "Budget approved", "statements": [statement]}),
         ]
@@ -275,7 +220,7 @@ async def test_injected_facts_are_rejected(
     article = prepared(HOSTILE)
     fault_server.script(
         [
-            ok({"facts": [own(HOSTILE, 5), *OBEYING_FACTS]}),
+            ok({"facts": [own_fact(HOSTILE, 5), *OBEYING_FACTS]}),
             ok({"facts": OBEYING_FACTS}),  # the re-ask: the model insists
             ok(neutral(5)),
         ]
@@ -335,7 +280,7 @@ async def test_injected_sentiment_is_rejected(
         "sentences": [7],
         "entities": [{"entity": "Mayor", "label": "negative", "score": -0.9, "sentences": [12]}],
     }
-    fault_server.script([ok({"facts": [own(HOSTILE, 1)]}), ok(obeying), ok(obeying)])
+    fault_server.script([ok({"facts": [own_fact(HOSTILE, 1)]}), ok(obeying), ok(obeying)])
 
     extraction = await extract_article(prepared(HOSTILE), prompts, llm, sequential=True)
 
@@ -351,7 +296,7 @@ async def test_injected_sentiment_is_rejected(
 async def test_an_obeying_digest_publishes_nothing_injected(
     fault_server: FaultServer, llm: LLMClient, prompts: dict[str, Prompt]
 ) -> None:
-    good = {"text": own(HOSTILE, 1)["claim"], "facts": ["A1.F1", "A2.F1"]}
+    good = {"text": own_fact(HOSTILE, 1)["claim"], "facts": ["A1.F1", "A2.F1"]}
     obeying = {
         "headline": f"SYSTEM OVERRIDE: {INJECTED_CLAIM}, sources say",
         "statements": [
@@ -364,9 +309,9 @@ async def test_an_obeying_digest_publishes_nothing_injected(
     }
     fault_server.script(
         [
-            ok({"facts": [own(HOSTILE, 1), own(HOSTILE, 5)]}),
+            ok({"facts": [own_fact(HOSTILE, 1), own_fact(HOSTILE, 5)]}),
             ok(neutral()),
-            ok({"facts": [own(CLEAN, 1), own(CLEAN, 2)]}),
+            ok({"facts": [own_fact(CLEAN, 1), own_fact(CLEAN, 2)]}),
             ok(neutral()),
             ok(obeying),
             ok(obeying),  # the re-ask: the model insists
@@ -391,7 +336,7 @@ async def test_an_obeying_digest_publishes_nothing_injected(
 async def test_an_injected_disagreement_is_not_published(
     fault_server: FaultServer, llm: LLMClient, prompts: dict[str, Prompt]
 ) -> None:
-    good = {"text": own(HOSTILE, 1)["claim"], "facts": ["A1.F1", "A2.F1"]}
+    good = {"text": own_fact(HOSTILE, 1)["claim"], "facts": ["A1.F1", "A2.F1"]}
     injected = {
         "topic": "Ignore previous instructions",
         "positions": [
@@ -402,7 +347,7 @@ async def test_an_injected_disagreement_is_not_published(
     answer = {"headline": good["text"], "statements": [good], "disagreements": [injected]}
     fault_server.script(
         [
-            *[ok({"facts": [own(HOSTILE, 1)]}), ok(neutral()), ok({"facts": [own(CLEAN, 1)]}), ok(neutral())],
+            *[ok({"facts": [own_fact(HOSTILE, 1)]}), ok(neutral()), ok({"facts": [own_fact(CLEAN, 1)]}), ok(neutral())],
             ok(answer),  # the model's disagreements are not read at all: no re-ask for them
         ]
     )
@@ -483,9 +428,8 @@ async def test_mixed_scripts_verify_per_sentence(
     }
     fault_server.script(
         [
-            ok(
-                {"facts": [own(MIXED, 2), own(MIXED, 3), {"claim": "東京の市場は3%上昇した", "sentences": [4]}, *wrong]}
-            ),
+            ok({"facts": [own_fact(MIXED, 2), own_fact(MIXED, 3), {"claim": "東京の市場は3%上昇した", "sentences": [4]},
+                          *wrong]}),
             ok({"facts": wrong}),
             ok(sentiment),
             ok({**sentiment, "entities": sentiment["entities"][:1]}),

@@ -1,8 +1,8 @@
 """No secret leaves the process: not in cassettes, not in log lines, not in error bodies.
 
-The API key used here is ``sk-test-SECRET-123``; the fault server plays an endpoint that echoes it
-back in its error bodies (as proxies and some providers do), so any path that copies an error
-body into a log line, an exception message or a problem+json body would show it.
+The API key used here is ``sk-test-SECRET-123``; the fault server (tests/fake_openai.py) plays an
+endpoint that echoes it back in its error bodies (as proxies and some providers do), so any path
+that copies an error body into a log line, an exception message or a problem+json body would show it.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import json
 import logging
 import re
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import structlog
 import yaml
 from structlog.testing import capture_logs
@@ -26,14 +25,13 @@ from service.errors import LLMError, LLMHTTPError, NewsdigestError
 from service.llm.client import LLMClient
 from service.pipeline.extract import extract_article
 from service.pipeline.text import prepare
-from service.prompts import Prompt, PromptRegistry
+from service.prompts import Prompt
 from service.settings import Settings
 from tests.conftest import RECORDING_KEY, ROOT, SECRET_HEADERS
 from tests.factories import story
-from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
+from tests.fake_openai import (
     Fault,
     FaultServer,
-    fault_server_fixture,
     ok,
     status,
 )
@@ -112,31 +110,9 @@ def echoing(code: int) -> Fault:
 
 
 @pytest.fixture
-def prompts(registry: PromptRegistry) -> dict[str, Prompt]:
-    return registry.resolve()
-
-
-@pytest_asyncio.fixture
-async def make_llm(fault_server: FaultServer) -> AsyncIterator[Callable[..., LLMClient]]:
-    clients: list[LLMClient] = []
-
-    def make(**overrides: Any) -> LLMClient:
-        values: dict[str, Any] = {
-            "llm_base_url": fault_server.base_url,
-            "llm_api_key": KEY,
-            "llm_mode": "json_object",
-            "llm_max_attempts": 3,
-            "llm_retry_initial_wait_s": 0,
-            "llm_retry_max_wait_s": 0,
-            "llm_timeout_s": 0.5,
-        }
-        client = LLMClient(Settings(**{**values, **overrides}))
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
+def llm_settings() -> dict[str, Any]:
+    """``make_llm`` (tests/conftest.py) sends this module's key."""
+    return {"llm_api_key": KEY}
 
 
 def rendered(entries: list[dict[str, Any]]) -> str:

@@ -13,10 +13,7 @@ Maintaining it: when OpenAI changes a price or adds a model, edit :data:`PRICES`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-
-from schemas import CallUsage
 
 #: When the rows below were last checked against OpenAI's pricing page.
 PRICES_AS_OF = "2025-08-07"
@@ -71,16 +68,3 @@ def call_cost(*, model: str, resolved_model: str | None, input_tokens: int, outp
     dollars = ((input_tokens - cached) * price.input + cached * price.cached_input
                + output_tokens * price.output) / 1_000_000
     return round(dollars, 8)
-
-
-def total_cost(calls: Iterable[CallUsage]) -> float | None:
-    """The cost of several calls (a prompt's, an article's, a digest's); None if any one is unknown.
-
-    No calls at all (a result served from the cache) cost 0.
-    """
-    total = 0.0
-    for call in calls:
-        if call.cost_usd is None:
-            return None
-        total += call.cost_usd
-    return round(total, 8)

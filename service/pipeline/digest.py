@@ -222,12 +222,12 @@ async def build_digest(
         Source.of(e.article, status="used" if (e.article.language or language)[:2] == language[:2]
                   else "other_language", facts=len(e.facts), verified=e.facts,
                   copy_of=usable[copies[n] - 1].article.outlet if n in copies else None,
-                  rejected=[r for p in e.provenance.values() for r in p.rejections])
+                  rejected=[r for p in e.provenance.values() for r in p.rejections], usage=e.usage)
         for n, e in enumerate(usable, 1)
     ]
     sources += [
         Source.of(e.article, status="failed", error=_first_error(e),
-                  rejected=[r for p in e.provenance.values() for r in p.rejections])
+                  rejected=[r for p in e.provenance.values() for r in p.rejections], usage=e.usage)
         for e in extractions if not e.facts
     ]
     return Digest(
@@ -240,6 +240,7 @@ async def build_digest(
         sources=sources + list(other_sources or []),
         language=language,
         provenance=prov,
+        usage=sum((e.usage for e in extractions), prov.usage),
         created_at=datetime.now(UTC),
     )
 

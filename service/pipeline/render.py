@@ -25,6 +25,7 @@ from jinja2.nodes import EvalContext
 from schemas.digest import Citation, Digest, Position, Source, Statement, WrittenBy
 from schemas.extraction import Extraction, PromptProvenance
 from schemas.facts import Fact
+from schemas.usage import Usage
 
 __all__ = ["Verbatim", "digest_html", "digest_json", "digest_markdown", "extraction_markdown", "md_escape", "safe_url"]
 
@@ -103,15 +104,24 @@ def _found_by(written_by: WrittenBy) -> str:
     return _FOUND_BY[written_by]
 
 
-def _provenance(prov: PromptProvenance) -> str:
-    """prompt@version, model, calls, tokens in/out, seconds, re-asks, repaired (if any), rejected, the error."""
-    usage = prov.usage
+def _usage(usage: Usage) -> str:
+    """calls, tokens in/out, the model's seconds and, where every call's price is known, dollars."""
     parts = [
-        prov.prompt,
-        f"model {prov.model} ({prov.mode})",
         _plural(usage.requests, "call"),
         f"{usage.input_tokens:,} tokens in / {usage.output_tokens:,} out",
         f"{usage.latency_ms / 1000:.1f} s",
+    ]
+    if usage.cost_usd is not None and usage.requests:
+        parts.append(f"${usage.cost_usd:.4f}")
+    return " · ".join(parts)
+
+
+def _provenance(prov: PromptProvenance) -> str:
+    """prompt@version, model, its usage, re-asks, repaired (if any), rejected, the error."""
+    parts = [
+        prov.prompt,
+        f"model {prov.model} ({prov.mode})",
+        _usage(prov.usage),
         _plural(prov.reasks, "re-ask"),
         *([f"{prov.repaired} repaired"] if prov.repaired else []),
         f"{prov.rejected} rejected",
@@ -261,7 +271,7 @@ def _finalize(eval_ctx: EvalContext, value: object) -> object:
 _ENV = Environment(loader=FileSystemLoader(_TEMPLATES), undefined=StrictUndefined, finalize=_finalize,
                    autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
                    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-_ENV.filters.update(day=_day, signed=_signed, plural=_plural, provenance=_provenance, status=_status,
+_ENV.filters.update(day=_day, signed=_signed, plural=_plural, provenance=_provenance, usage=_usage, status=_status,
                     safe_url=safe_url, md_url=_md_url, sentences=_sentences, cited=_cited, by=_by,
                     by_title=_by_title, found_by=_found_by)
 

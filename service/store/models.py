@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from schemas.api import JobStatus as JobStatus  # the jobs table lives here; its statuses are the API's
+
 # none_as_null: a missing result is SQL NULL, not the JSON literal 'null'.
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
@@ -44,15 +46,6 @@ class JobKind(StrEnum):
     BUILD_DIGEST = "build_digest"
     REFRESH_STORY = "refresh_story"
     SEND_CALLBACK = "send_callback"
-
-
-class JobStatus(StrEnum):
-    """``queued -> running -> succeeded | failed``; the table's CHECK constraint allows exactly these."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 class Preparation(StrEnum):

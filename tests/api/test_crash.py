@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.api.answers import analysis, facts_answer
-from tests.fault_server import FaultServer, delay, fault_server_fixture  # noqa: F401 - provides the fixture
+from tests.factories import analysis, facts_answer
+from tests.fake_openai import FaultServer, delay
+from tests.processes import free_port, serve
 
-NEWSDIGEST = Path(sys.executable).parent / "newsdigest"
 KEY = "crash-key"
 
 
@@ -34,36 +29,6 @@ def _article(n: int) -> dict[str, Any]:
     return {"id": f"crash-{n}", "story_id": "crash", "outlet": f"Outlet {n}", "title": f"Budget {n}",
             "body": "The council approved a budget of 12 million euros on Monday. "
                     f"The mayor said schools get most of the money. Reporter {n} filed this from the town hall."}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def serve(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        process = subprocess.Popen([str(NEWSDIGEST), "serve", "--port", str(port)], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, f"serve exited:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"serve did not start:\n{log.read_text()}"
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def _wait_until(condition: Any, what: str, timeout: float = 30) -> None:
@@ -84,7 +49,7 @@ def test_jobs_interrupted_by_sigkill_finish_exactly_once_after_a_restart(tmp_pat
            "NEWSDIGEST_WORKER_POLL_INTERVAL_S": "0.1", "NEWSDIGEST_JOB_LOCK_TIMEOUT_S": "2",
            "NEWSDIGEST_JOB_RETRY_INITIAL_WAIT_S": "0", "NEWSDIGEST_WORKER_CONCURRENCY": "2",
            "NEWSDIGEST_MIGRATE_ON_START": "true"}
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {KEY}"}
     answers = analysis(_article(1))

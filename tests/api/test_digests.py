@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.api.answers import analysis, article, digest_answer
 from tests.api.conftest import API_KEY, Api
-from tests.fault_server import delay, malformed
+from tests.factories import analysis, article, digest_answer
+from tests.fake_openai import delay, malformed
 
 STORY = "council-budget"
 

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from service.settings import Settings
-from tests.api.answers import analysis, article, digest_answer
 from tests.api.conftest import Api, open_api
-from tests.fault_server import FaultServer, delay
+from tests.factories import analysis, article, digest_answer
+from tests.fake_openai import FaultServer, delay
 
 KEY = {"Idempotency-Key": "cms-retry-7f3a"}
 

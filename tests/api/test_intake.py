@@ -11,9 +11,9 @@ import pytest
 from schemas import PreparedArticle
 from service.pipeline import text
 from service.settings import Settings
-from tests.api.answers import analysis, article, digest_answer
 from tests.api.conftest import Api, open_api
-from tests.fault_server import FaultServer
+from tests.factories import analysis, article, digest_answer
+from tests.fake_openai import FaultServer
 from tests.webhooks.conftest import SECRET, event, signed
 
 
@@ -55,10 +55,6 @@ async def idle(sqlite_url: str, settings_for: Callable[..., Settings], fault_ser
 @pytest.fixture
 async def working(database_url: str, settings_for: Callable[..., Settings],
                   fault_server: FaultServer) -> AsyncIterator[Api]:
-    from tests.api.conftest import _empty
-
-    if database_url.startswith("postgresql"):
-        await _empty(database_url)
     settings = settings_for(database_url, webhook_secret=SECRET, story_refresh_delay_s=0.3,
                             story_refresh_busy_retry_s=0.2)
     async for running in open_api(settings, fault_server):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +11,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.api.intake import Batch, IntakeWriter
-from service.store import db
 from service.store import webhooks as deliveries
 from service.store.models import WebhookDelivery
 
@@ -33,11 +30,9 @@ class CountingSessions:
 
 
 @pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[CountingSessions]:
-    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/w.db")
-    await db.upgrade_engine(engine)
-    yield CountingSessions(db.make_sessionmaker(engine))
-    await engine.dispose()
+def sessions(sessions: async_sessionmaker[AsyncSession]) -> CountingSessions:
+    """The test database's sessions (tests/databases.py: SQLite and PostgreSQL), counted."""
+    return CountingSessions(sessions)
 
 
 async def _stored(sessions: CountingSessions) -> set[str]:

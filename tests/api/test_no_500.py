@@ -31,9 +31,10 @@ from service.article_files import load_article
 from service.errors import InputError
 from service.settings import Settings
 from service.store.models import IdempotencyKey
-from tests.api.answers import article
-from tests.api.conftest import API_KEY, Api, _empty, open_api
-from tests.fault_server import FaultServer
+from tests.api.conftest import API_KEY, Api, open_api
+from tests.factories import article
+from tests.fake_openai import FaultServer
+from tests.processes import free_port
 
 PROBLEM = "application/problem+json"
 SECRET_TEXT = "Confidential draft: the minister resigns tomorrow"
@@ -43,8 +44,6 @@ SECRET_TEXT = "Confidential draft: the minister resigns tomorrow"
 async def idle_api(database_url: str, settings_for: Callable[..., Settings],
                    fault_server: FaultServer) -> AsyncIterator[Api]:
     """The API on SQLite and PostgreSQL with no worker: jobs stay queued, nothing asks the model."""
-    if database_url.startswith("postgresql"):
-        await _empty(database_url)
     async for running in open_api(settings_for(database_url, run_worker=False), fault_server):
         yield running
 
@@ -273,19 +272,13 @@ async def test_a_content_length_that_is_not_a_number_is_a_400_problem(idle_api: 
     assert "Content-Length" in body["detail"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path, settings_for: Callable[..., Settings]) -> Iterator[int]:
     """The app in a real uvicorn (as ``newsdigest serve`` runs it) on a free 127.0.0.1 port."""
     from service.api import create_app
 
     app = create_app(settings_for(f"sqlite+aiosqlite:///{tmp_path}/nd.db", run_worker=False))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                                            http=ProblemH11Protocol))
     thread = threading.Thread(target=server.run, daemon=True)

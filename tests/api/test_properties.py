@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta, timezone
@@ -33,7 +30,8 @@ from sqlalchemy import func, select
 from service.api import create_app
 from service.settings import Settings
 from service.store.models import Base
-from tests.api.conftest import API_KEY, _empty
+from tests.api.conftest import API_KEY
+from tests.webhooks.conftest import signed
 
 MAX_EXAMPLES = 100
 SECRET = "whsec_" + base64.b64encode(b"newsdigest-property-test-secret!").decode()
@@ -166,26 +164,13 @@ class Running:
         self.loop.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def running(request: pytest.FixtureRequest, settings_for: Callable[..., Settings], tmp_path: Any) -> Iterator[Running]:
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("postgres_api_url"))
-        asyncio.run(_empty(url))
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path}/nd.db"
-    app = Running(settings_for(url, run_worker=False, webhook_secret=SECRET, story_refresh_delay_s=3600))
+@pytest.fixture
+def running(database_url: str, settings_for: Callable[..., Settings]) -> Iterator[Running]:
+    app = Running(settings_for(database_url, run_worker=False, webhook_secret=SECRET, story_refresh_delay_s=3600))
     try:
         yield app
     finally:
         app.close()
-
-
-def sign(body: bytes, msg_id: str) -> dict[str, str]:
-    timestamp = str(int(time.time()))
-    key = base64.b64decode(SECRET.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return {"webhook-id": msg_id, "webhook-timestamp": timestamp,
-            "webhook-signature": "v1," + base64.b64encode(mac).decode()}
 
 
 def encoded(value: str) -> str:
@@ -239,7 +224,7 @@ def test_post_digests_never_5xx_and_refusals_write_nothing(running: Running, bod
                                               max_size=40))
 def test_signed_webhooks_never_5xx_and_refusals_write_nothing(running: Running, body: bytes, msg_id: str) -> None:
     check(running, "POST /v1/webhooks/cms", "POST", "/v1/webhooks/cms", content=body,
-          headers={**JSON, **sign(body, msg_id)})
+          headers=signed(body, secret=SECRET, msg_id=msg_id))
 
 
 @pytest.mark.parametrize("template", ["/v1/articles/{}", "/v1/digests/{}", "/v1/stories/{}/digest", "/v1/jobs/{}"])

@@ -11,16 +11,13 @@ so POSTs only queue jobs, and ``wait`` is kept short so a request never sits out
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,8 +30,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.api import create_app
 from service.settings import Settings
-from tests.api.conftest import _empty
-from tests.fault_server import serve_faults
+from tests.databases import DATABASES, open_database
+from tests.fake_openai import serve_faults
+from tests.processes import free_port
 
 pytestmark = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1$"])
 
@@ -102,12 +100,6 @@ ADDED = [valid_requests_are_accepted]
 WEBHOOK = "POST /v1/webhooks/cms"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module", autouse=True)
 def plain_tracebacks() -> Iterator[None]:
     """structlog's default console renderer prints a crash as a rich traceback with every frame's locals:
@@ -124,13 +116,10 @@ def plain_tracebacks() -> Iterator[None]:
     processors[:] = saved
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("postgres_api_url"))
-        asyncio.run(_empty(url))
-        return url
-    return f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('schemathesis')) / 'nd.db'}"
+    """``database_url`` for the whole module: one server per database for the whole fuzzing run."""
+    return open_database(request, request.param, tmp_path_factory.mktemp("schemathesis"))
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +127,7 @@ def base_url(database_url: str) -> Iterator[str]:
     """``newsdigest serve``'s app in uvicorn on 127.0.0.1, for the whole module, per database."""
     with serve_faults() as model:
         app = create_app(api_settings(database_url, model.base_url))
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, name="uvicorn-schemathesis", daemon=True)
         thread.start()

@@ -11,9 +11,9 @@ from service.api import create_app
 from service.errors import ConfigError
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from tests.api.answers import analysis, article, facts_answer, sentiment_answer
 from tests.api.conftest import Api, open_api
-from tests.fault_server import FaultServer, closed_port_url, ok
+from tests.factories import analysis, article, facts_answer, neutral
+from tests.fake_openai import FaultServer, closed_port_url, ok
 
 
 async def test_healthz_answers_without_a_key(api: Api) -> None:
@@ -71,7 +71,7 @@ async def test_an_analysis_records_its_repairs_in_the_metrics(api: Api, registry
     payload = article(1)
     facts = facts_answer(payload)["facts"]
     moved = {**facts[0], "sentences": [2]}  # sentence 1's claim cited on sentence 2: the service moves it
-    api.faults.script([ok({"facts": [moved, facts[1]]}), ok(sentiment_answer())])
+    api.faults.script([ok({"facts": [moved, facts[1]]}), ok(neutral())])
     key_facts = registry.get("key_facts").ref
 
     def count(text: str, name: str) -> float:

@@ -1,8 +1,4 @@
-"""Job tests run on the store's databases, a SQLite file and this session's PostgreSQL schema.
-
-The fixtures are ``tests/store/conftest.py``'s own, imported rather than written again, so both
-folders create, migrate and empty their databases the same way.
-"""
+"""Job tests run on SQLite and PostgreSQL: ``database_url``, ``engine`` and ``sessions`` of tests/databases.py."""
 
 from __future__ import annotations
 
@@ -17,8 +13,6 @@ from service.jobs.queue import DatabaseJobQueue
 from service.llm.port import Completion
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from service.store import db
-from tests.store.conftest import Database, database, engine, postgres, sessions  # noqa: F401 - the fixtures
 
 
 class NoModel:
@@ -35,19 +29,12 @@ SettingsFor = Callable[..., Settings]
 
 
 @pytest.fixture
-def settings_for(database: Database, monkeypatch: pytest.MonkeyPatch) -> SettingsFor:  # noqa: F811
-    """Settings on the test database; a runtime opened with them lands there too (on PostgreSQL,
-    in this session's schema, which its URL alone does not name)."""
-    make_engine = db.make_engine
-
-    def on_test_schema(url: Any, **kwargs: Any) -> Any:
-        return make_engine(url, **{**database.engine_options, **kwargs})
-
-    monkeypatch.setattr(db, "make_engine", on_test_schema)
+def settings_for(database_url: str) -> SettingsFor:
+    """Settings on the test database: a runtime opened with them lands there too."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "database_url": database.url, "llm_base_url": "http://127.0.0.1:9/v1", "llm_model": "no-model",
+            "database_url": database_url, "llm_base_url": "http://127.0.0.1:9/v1", "llm_model": "no-model",
             "llm_mode": "json_object", "worker_poll_interval_s": 0.05, "job_retry_initial_wait_s": 0,
             "job_retry_max_wait_s": 0, "job_max_attempts": 3,
         }
@@ -57,7 +44,7 @@ def settings_for(database: Database, monkeypatch: pytest.MonkeyPatch) -> Setting
 
 
 @pytest.fixture
-def context_for(sessions: async_sessionmaker[AsyncSession]) -> Callable[[Settings], JobContext]:  # noqa: F811
+def context_for(sessions: async_sessionmaker[AsyncSession]) -> Callable[[Settings], JobContext]:
     """A job context on the test database for ``settings``."""
 
     def build(settings: Settings) -> JobContext:
@@ -68,5 +55,5 @@ def context_for(sessions: async_sessionmaker[AsyncSession]) -> Callable[[Setting
 
 
 @pytest.fixture
-def queue(sessions: async_sessionmaker[AsyncSession]) -> DatabaseJobQueue:  # noqa: F811
+def queue(sessions: async_sessionmaker[AsyncSession]) -> DatabaseJobQueue:
     return DatabaseJobQueue(sessions, max_attempts=3)

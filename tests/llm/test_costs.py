@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from schemas import CallUsage
+from schemas import CallUsage, Usage
 from service.llm import costs
 from service.llm.client import LLMClient
+from service.llm.usage import Attempts
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from tests.fault_server import FaultServer, fault_server_fixture, ok, status  # noqa: F401 - the fixture
+from tests.fake_openai import FaultServer, ok, status
 
 pytestmark = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1$"])
 
@@ -55,9 +56,10 @@ def _usage(cost: float | None) -> CallUsage:
 
 
 def test_a_digests_cost_is_the_sum_of_its_calls_or_unknown() -> None:
-    assert costs.total_cost([_usage(0.001), _usage(0.002)]) == pytest.approx(0.003)
-    assert costs.total_cost([_usage(0.001), _usage(None)]) is None
-    assert costs.total_cost([]) == 0.0  # everything came from the cache
+    assert Usage.of([_usage(0.001), _usage(0.002)]).cost_usd == pytest.approx(0.003)
+    assert Usage.of([_usage(0.001), _usage(None)]).cost_usd is None
+    assert Usage.of([_usage(None), _usage(0.001)]).cost_usd is None
+    assert Usage.of([]).cost_usd == 0.0  # everything came from the cache
 
 
 def _client(fault_server: FaultServer, **overrides: Any) -> LLMClient:
@@ -99,4 +101,4 @@ async def test_an_unpriced_model_costs_none_and_a_refused_call_nothing(fault_ser
 def test_the_embedded_model_is_never_priced() -> None:
     llm = LLMClient(Settings(llm_model="gpt-4o-mini"))  # no endpoint, no key: the embedded model, whatever its name
     assert llm.settings.uses_local_llm
-    assert llm._cost(None, type("A", (), {"timed_out": False})(), 10, 10, 0) is None  # type: ignore[arg-type]
+    assert llm._usage(PROMPT, Attempts(), None, outcome="error").cost_usd is None

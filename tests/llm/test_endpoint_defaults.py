@@ -1,5 +1,5 @@
 """An own OpenAI-compatible server on this machine works out of the box: one call at a time, and a
-timed-out call is not piled onto its queue again (tests/fault_server.py plays the server)."""
+timed-out call is not piled onto its queue again (tests/fake_openai.py plays the server)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from service.errors import LLMUnavailable
 from service.llm.client import LLMClient
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from tests.fault_server import FaultServer, delay, fault_server_fixture, ok  # noqa: F401 - the fixture
+from tests.fake_openai import FaultServer, delay, ok, status
 
 pytestmark = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1$"])
 
@@ -78,8 +78,6 @@ def test_the_default_loopback_policy_never_retries_a_timeout_within_the_call() -
 
 
 async def test_other_failures_of_a_loopback_server_are_still_retried(fault_server: FaultServer) -> None:
-    from tests.fault_server import status
-
     llm = own_server(fault_server, llm_max_attempts=3)
     fault_server.script([status(503), ok(FACTS)])
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,9 @@ import pytest
 
 from service.errors import ConfigError
 from service.llm import local as local_llm
+from service.llm.local.probe import server_pid_on_port
 from service.settings import Settings
+from tests.processes import free_port
 
 CHUNKS = [b"GGUF" + b"a" * 3000, b"b" * 2500, b"tail-bytes"]
 WHOLE = b"".join(CHUNKS)
@@ -33,17 +34,17 @@ REAL_POPEN = subprocess.Popen  # kept before the fixture below refuses every sub
 @pytest.fixture(autouse=True)
 def small_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A three-chunk stand-in for the 1.1 GB model; the per-user cache under tmp_path; no subprocess."""
-    monkeypatch.setattr(local_llm, "MODEL_SHA256", SHA)
-    monkeypatch.setattr(local_llm, "MODEL_SIZE", len(WHOLE))
-    monkeypatch.setattr(local_llm, "MODEL_PARTS", len(CHUNKS))
+    monkeypatch.setattr("service.llm.local.model_file.MODEL_SHA256", SHA)
+    monkeypatch.setattr("service.llm.local.model_file.MODEL_SIZE", len(WHOLE))
+    monkeypatch.setattr("service.llm.local.model_file.MODEL_PARTS", len(CHUNKS))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"nothing may be installed or started here: {args}")
 
-    monkeypatch.setattr(local_llm.subprocess, "run", refuse)
-    monkeypatch.setattr(local_llm.subprocess, "Popen", refuse)
-    monkeypatch.setattr(local_llm, "ensure_local_extra", lambda: None)
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr("service.llm.local.server.ensure_local_extra", lambda: None)
 
 
 def fake_parts(parts_dir: Path) -> Path:
@@ -53,12 +54,6 @@ def fake_parts(parts_dir: Path) -> Path:
         with zipfile.ZipFile(parts_dir / f"{pkg}-0.2.0-py3-none-any.whl", "w") as whl:
             whl.writestr(f"{pkg}/data/part{n:02d}.bin", data)
     return parts_dir
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def checkout(tmp_path: Path, name: str, port: int = 1) -> Settings:
@@ -162,10 +157,10 @@ def test_our_server_is_recognised_by_its_command_line_while_busy(tmp_path: Path)
     dummy = REAL_POPEN([sys.executable, "-c", "import time; time.sleep(30)", *argv[1:]])
     try:
         deadline = time.monotonic() + 5
-        while local_llm._server_pid_on_port(settings) is None and time.monotonic() < deadline:
+        while server_pid_on_port(settings) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert local_llm._server_pid_on_port(settings) == dummy.pid
-        assert local_llm._server_pid_on_port(checkout(tmp_path, "x", port=port + 1)) is None
+        assert server_pid_on_port(settings) == dummy.pid
+        assert server_pid_on_port(checkout(tmp_path, "x", port=port + 1)) is None
     finally:
         dummy.kill()
         dummy.wait()

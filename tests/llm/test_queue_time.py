@@ -16,7 +16,7 @@ from service.pipeline.extract import prompt_context
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from tests.fault_server import FaultServer, delay, fault_server_fixture, ok  # noqa: F401 - provides the fixture
+from tests.fake_openai import FaultServer, delay, ok
 
 pytestmark = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1$"])
 

@@ -21,7 +21,7 @@ from service.prompts import PromptRegistry
 from service.settings import Settings
 from service.store import db
 from service.store import jobs as job_store
-from tests.fault_server import FaultServer, fault_server_fixture, ok  # noqa: F401 - the fixture
+from tests.fake_openai import FaultServer, ok
 
 pytestmark = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1$"])
 

@@ -9,7 +9,7 @@ import pytest
 
 from schemas import PreparedArticle, Sentence
 from service.pipeline.extract import SECTION_OVERLAP, extract_article, sections
-from service.prompts import Prompt, PromptRegistry
+from service.prompts import Prompt
 from tests.factories import prepared
 from tests.pipeline.fakes import FakeModel, shown_sentences
 
@@ -28,11 +28,6 @@ def cost(run: tuple[Sentence, ...]) -> int:
 
 def numbers(run: tuple[Sentence, ...]) -> list[int]:
     return [s.n for s in run]
-
-
-@pytest.fixture
-def prompts(registry: PromptRegistry) -> dict[str, Prompt]:
-    return registry.resolve()
 
 
 def test_without_a_limit_or_within_it_the_article_is_one_section() -> None:

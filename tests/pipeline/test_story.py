@@ -11,7 +11,7 @@ from schemas import ArticleIn, ArticleRef, Digest, Extraction, Fact, Source
 from service.errors import InputError, LLMHTTPError
 from service.pipeline.story import StoryArticle, StoryOptions, digest_story, prepare_all
 from service.pipeline.verify import quotes
-from service.prompts import Prompt, PromptRegistry
+from service.prompts import Prompt
 from tests.pipeline.fakes import FakeModel, shown_sentences
 
 BODY = "The council approved a budget of $4.2 million on Monday. The vote was 7 to 2."
@@ -33,11 +33,6 @@ def every_sentence(prompt: Prompt, messages: list[dict[str, str]]) -> dict[str, 
 def names(model: FakeModel) -> list[str]:
     """The prompts the model was asked, by name, in order."""
     return [ref.split("@")[0] for ref, _ in model.sent]
-
-
-@pytest.fixture
-def prompts(registry: PromptRegistry) -> dict[str, Prompt]:
-    return registry.resolve()
 
 
 def test_prepare_all_turns_an_unpreparable_article_into_a_failed_source() -> None:

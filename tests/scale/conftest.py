@@ -1,165 +1,44 @@
 """Scale-out tests: real ``newsdigest worker`` processes on the procrastinate backend and PostgreSQL.
 
-Each test gets a database of its own, cloned from a template migrated once per run
-(``newsdigest_scale_<pid>_tpl``), so a test's workers, jobs and rate window never meet another's;
-all are dropped at the end. The model is ``benchmarks.latency_stub`` (valid answers after a fixed
-delay) on 127.0.0.1, wrapped to record when each request arrived. Skipped without a PostgreSQL
-server or without procrastinate (``pip install -e '.[scale]'``).
+Each test that runs workers gets a database of its own (``only_on(OWN_POSTGRES)``, a copy of the
+session's migrated template), so its workers, jobs and rate window never meet another test's. The
+model is the fault server answering every call with valid computed answers after a fixed delay
+(``answering``); it notes every request as it arrives, so a call of a worker killed mid-call is on
+record too. Skipped without a PostgreSQL server or without procrastinate (``pip install -e '.[scale]'``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from benchmarks import latency_stub
 from schemas import ArticleIn
 from service.pipeline.text import prepare
 from service.settings import Settings
-from service.store import articles, db, jobs
+from service.store import articles, jobs
 from service.store.articles import ArticleRecord
-from tests.conftest import no_postgres
-
-POSTGRES_SERVER = os.environ.get("PYTEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-NEWSDIGEST = Path(sys.executable).with_name("newsdigest")
-_counter = itertools.count(1)
+from tests.fake_openai import FaultServer
+from tests.processes import NEWSDIGEST
 
 
-async def _maintenance(url: URL, *statements: str) -> None:
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                 database="postgres")
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
+def answering(server: FaultServer, delay_s: float) -> FaultServer:
+    """The fault server answering every call with two valid facts (or sentiment, or a digest) after ``delay_s``."""
+    server.compute(delay_s=delay_s, facts=2)
+    return server
 
 
-@pytest.fixture(scope="session")
-def template_url() -> Iterator[URL]:
-    url = db.async_url(POSTGRES_SERVER).set(database=f"newsdigest_scale_{os.getpid()}_tpl")
-    try:
-        asyncio.run(_maintenance(url, f'DROP DATABASE IF EXISTS "{url.database}"', f'CREATE DATABASE "{url.database}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        no_postgres(f"no PostgreSQL server at {url.render_as_string()}: {exc}")
-    db.upgrade(url.render_as_string(hide_password=False))
-    yield url
-    asyncio.run(_maintenance(url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def database_url(template_url: URL) -> Iterator[str]:
-    """A migrated database for this test alone."""
-    url = template_url.set(database=f"newsdigest_scale_{os.getpid()}_{next(_counter)}")
-    asyncio.run(_maintenance(url, f'CREATE DATABASE "{url.database}" TEMPLATE "{template_url.database}"'))
-    yield url.render_as_string(hide_password=False)
-    asyncio.run(_maintenance(url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = db.make_engine(database_url)
-    try:
-        yield db.make_sessionmaker(engine)
-    finally:
-        await engine.dispose()
-
-
-class RecordingStub(ThreadingHTTPServer):
-    """An OpenAI-compatible double answering like ``benchmarks.latency_stub`` after ``delay`` seconds.
-
-    It notes when each request arrived: a worker killed mid-call never reads its answer, but its
-    request is on record.
-    """
-
-    # server_close() waits for every handler, also one still sleeping for a worker that was killed,
-    # so no thread or socket outlives the test.
-    daemon_threads = False
-    block_on_close = True
-
-    def __init__(self, *, delay: float) -> None:
-        super().__init__((latency_stub.HOST, 0), _StubHandler)
-        self.delay = delay
-        self.lock = threading.Lock()
-        self.arrivals: list[dict[str, Any]] = []
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{latency_stub.HOST}:{self.server_address[1]}/v1"
-
-    def count(self, prompt: str, first_line: str) -> int:
-        with self.lock:
-            return sum(1 for a in self.arrivals if a["prompt"] == prompt and a["first_line"] == first_line)
-
-
-class _StubHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: RecordingStub
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        messages = body.get("messages") or []
-        with self.server.lock:
-            self.server.arrivals.append({"prompt": latency_stub.prompt_name(body), "at": time.time(),
-                                         "first_line": latency_stub.first_user(messages).split("\n", 1)[0]})
-        time.sleep(self.server.delay)
-        content = json.dumps(latency_stub.answer(body, facts=2, reask_marker=None))
-        data = json.dumps({
-            "id": "chatcmpl-scale", "object": "chat.completion", "created": int(time.time()), "model": "stub",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-        }).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the worker that asked was killed or stopped meanwhile
-
-
-@pytest.fixture
-def start_stub() -> Iterator[Callable[[float], RecordingStub]]:
-    """Start the model double with a delay per call; stopped at the end of the test."""
-    started: list[tuple[RecordingStub, threading.Thread]] = []
-
-    def start(delay: float) -> RecordingStub:
-        server = RecordingStub(delay=delay)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((server, thread))
-        return server
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def worker_env(database_url: str, stub: RecordingStub, **overrides: Any) -> dict[str, str]:
+def worker_env(database_url: str, stub: FaultServer, **overrides: Any) -> dict[str, str]:
     values: dict[str, Any] = {
         "DATABASE_URL": database_url, "JOB_BACKEND": "procrastinate",
         "LLM_BASE_URL": stub.base_url, "LLM_API_KEY": "stub-key", "LLM_MODE": "json_object", "LLM_MODEL": "stub",

@@ -6,50 +6,30 @@ the same transaction, so the route needs no knowledge of the engine.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.scale.conftest import NEWSDIGEST, RecordingStub, Workers, article_in, first_line, worker_env
+from tests.databases import OWN_POSTGRES, only_on
+from tests.fake_openai import FaultServer
+from tests.processes import free_port, serve
+from tests.scale.conftest import Workers, answering, article_in, first_line, worker_env
 
 pytest.importorskip("procrastinate", reason="the scale extra is not installed: pip install -e '.[scale]'")
-pytestmark = pytest.mark.postgres
+pytestmark = only_on(OWN_POSTGRES)
 KEY = "scale-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_the_api_enqueues_and_a_separate_engine_worker_runs_the_job(
-    database_url: str, start_stub: Callable[[float], RecordingStub], workers: Workers, tmp_path: Path
+    database_url: str, fault_server: FaultServer, workers: Workers, tmp_path: Path
 ) -> None:
-    stub = start_stub(0.2)
+    stub = answering(fault_server, 0.2)
     env = worker_env(database_url, stub, api_keys=KEY)
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        api = subprocess.Popen([str(NEWSDIGEST), "serve", "--no-worker", "--port", str(port)], env=env, stdout=out,
-                               stderr=subprocess.STDOUT)
-    try:
+    port = free_port()
+    with serve(env, port, tmp_path / "serve.log", "--no-worker"):
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert api.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
         headers = {"Authorization": f"Bearer {KEY}"}
         posted = httpx.post(f"{base}/v1/articles", json=article_in(1).model_dump(mode="json"), headers=headers)
         assert posted.status_code == 202, posted.text
@@ -67,6 +47,3 @@ def test_the_api_enqueues_and_a_separate_engine_worker_runs_the_job(
         assert stub.count("KeyFactsDraft", first_line(1)) == 1
         facts = httpx.get(f"{base}/v1/articles/{posted.json()['article_id']}", headers=headers).json()
         assert facts["facts"], facts
-    finally:
-        api.terminate()
-        api.wait(timeout=15)

@@ -15,7 +15,9 @@ from service.llm.client import LLMClient
 from service.llm.ratelimit import Limits, LocalRateLimiter, PostgresRateLimiter, request_tokens, wait_needed
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from tests.fault_server import FaultServer, fault_server_fixture, ok, status  # noqa: F401 - provides the fixture
+from tests.databases import POSTGRES, only_on
+from tests.factories import neutral
+from tests.fake_openai import FaultServer, ok, status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +60,7 @@ async def test_the_local_limiter_keeps_to_its_window() -> None:
     assert max(times) - min(times) >= 0.8  # seven calls at three per window need two full waits
 
 
-@pytest.mark.postgres
+@only_on(POSTGRES)
 def test_two_processes_share_one_limit(database_url: str) -> None:
     """16 concurrent acquires from two processes, at most 5 per 2 s: never 6 in any 2 s."""
     probe = [sys.executable, "-m", "tests.scale.limiter_probe", database_url, "5", "2.0", "8"]
@@ -74,7 +76,7 @@ def test_two_processes_share_one_limit(database_url: str) -> None:
     assert max(times) - min(times) >= 2 * 2.0  # 16 at 5 per window: at least three windows apart
 
 
-@pytest.mark.postgres
+@only_on(POSTGRES)
 async def test_the_postgres_window_forgets_calls_older_than_the_window(database_url: str) -> None:
     limiter = PostgresRateLimiter(database_url, Limits(requests=2, tokens=50, window_s=0.5))
     try:
@@ -104,7 +106,7 @@ async def test_the_model_client_asks_the_limiter_before_every_attempt(
                         llm_model="m", llm_retry_initial_wait_s=0, llm_retry_max_wait_s=0)
     limiter = Recorder()
     client = LLMClient(settings, limiter=limiter)
-    fault_server.script([status(500), ok({"overall": "neutral", "score": 0.0, "sentences": [1], "entities": []})])
+    fault_server.script([status(500), ok(neutral())])
     prompt = registry.resolve([])["sentiment"]
     messages = [{"role": "user", "content": "z" * 400}]
     try:

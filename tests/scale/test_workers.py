@@ -12,7 +12,6 @@ import itertools
 import signal
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text
@@ -20,11 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.jobs import story_jobs
 from service.store.jobs import JobKind
+from tests.databases import OWN_POSTGRES, only_on
+from tests.fake_openai import FaultServer
 from tests.scale.conftest import (
-    RecordingStub,
     Workers,
     add_articles,
     all_jobs,
+    answering,
     first_line,
     settings_for,
     wait_for_engine_workers,
@@ -33,7 +34,7 @@ from tests.scale.conftest import (
 )
 
 pytest.importorskip("procrastinate", reason="the scale extra is not installed: pip install -e '.[scale]'")
-pytestmark = pytest.mark.postgres
+pytestmark = only_on(OWN_POSTGRES)
 
 
 async def engine_jobs_by_status(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
@@ -44,10 +45,10 @@ async def engine_jobs_by_status(sessions: async_sessionmaker[AsyncSession]) -> d
 
 
 async def test_two_workers_drain_the_queue_each_job_once(
-    database_url: str, sessions: async_sessionmaker[AsyncSession], start_stub: Callable[[float], RecordingStub],
+    database_url: str, sessions: async_sessionmaker[AsyncSession], fault_server: FaultServer,
     workers: Workers,
 ) -> None:
-    stub = start_stub(0.3)
+    stub = answering(fault_server, 0.3)
     # Half queued before any engine worker exists: the first one to start dispatches the backlog.
     early = await add_articles(sessions, range(1, 7))
     env = worker_env(database_url, stub)
@@ -72,10 +73,10 @@ async def test_two_workers_drain_the_queue_each_job_once(
 
 
 async def test_a_sigkilled_worker_loses_no_job_and_none_runs_twice(
-    database_url: str, sessions: async_sessionmaker[AsyncSession], start_stub: Callable[[float], RecordingStub],
+    database_url: str, sessions: async_sessionmaker[AsyncSession], fault_server: FaultServer,
     workers: Workers,
 ) -> None:
-    stub = start_stub(2.0)
+    stub = answering(fault_server, 2.0)
     env = worker_env(database_url, stub)
     victim = workers.start(env)
     survivor = workers.start(env)
@@ -116,10 +117,10 @@ async def test_a_sigkilled_worker_loses_no_job_and_none_runs_twice(
 
 
 async def test_refreshes_of_one_story_never_overlap(
-    database_url: str, sessions: async_sessionmaker[AsyncSession], start_stub: Callable[[float], RecordingStub],
+    database_url: str, sessions: async_sessionmaker[AsyncSession], fault_server: FaultServer,
     workers: Workers,
 ) -> None:
-    stub = start_stub(0.3)
+    stub = answering(fault_server, 0.3)
     stories = ["story-a", "story-b", "story-c"]
     for i, story in enumerate(stories):
         await add_articles(sessions, range(10 * i + 1, 10 * i + 3), story_id=story, analyse=False)
@@ -156,11 +157,11 @@ async def test_refreshes_of_one_story_never_overlap(
 
 
 async def test_a_stopped_worker_hands_its_running_job_back(
-    database_url: str, sessions: async_sessionmaker[AsyncSession], start_stub: Callable[[float], RecordingStub],
+    database_url: str, sessions: async_sessionmaker[AsyncSession], fault_server: FaultServer,
     workers: Workers,
 ) -> None:
     """SIGTERM: the job outlasting the grace period goes back to the queue at once, not after a timeout."""
-    stub = start_stub(4.0)
+    stub = answering(fault_server, 4.0)
     leaving = workers.start(worker_env(database_url, stub, worker_shutdown_grace_s=0.5, job_lock_timeout_s=60))
     await add_articles(sessions, range(1, 2))
     deadline = time.monotonic() + 30
@@ -179,12 +180,12 @@ async def test_a_stopped_worker_hands_its_running_job_back(
 
 
 async def test_a_worker_restarted_under_its_name_resumes_its_jobs_at_once(
-    database_url: str, sessions: async_sessionmaker[AsyncSession], start_stub: Callable[[float], RecordingStub],
+    database_url: str, sessions: async_sessionmaker[AsyncSession], fault_server: FaultServer,
     workers: Workers,
 ) -> None:
     """SIGKILL, then the same worker name starts again: the rows it held go back to the queue at start-up,
     long before their locks time out (60 s here), and run once more."""
-    stub = start_stub(1.0)
+    stub = answering(fault_server, 1.0)
     env = worker_env(database_url, stub, worker_name="engine-a", job_lock_timeout_s=60)
     victim = workers.start(env)
     await add_articles(sessions, range(1, 3))

@@ -8,8 +8,7 @@ from schemas import ArticleIn
 from service.pipeline.text import prepare
 from service.store import articles
 from service.store.articles import Preparation
-
-from .factories import prepared_article
+from tests.factories import prepared_article
 
 
 async def test_save_and_read_an_article(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -10,8 +10,9 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.errors import ConfigError
-from service.store import db
+from service.store import db, engine_jobs
 from service.store.models import Base
+from tests.databases import POSTGRES, only_on
 
 
 def _diff(sync: Connection) -> list[object]:
@@ -58,6 +59,35 @@ async def test_check_migrated_raises_on_a_database_from_a_newer_release(engine: 
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+
+
+@only_on(POSTGRES)
+async def test_migrations_run_up_and_down_in_a_schema_of_their_own(database_url: str) -> None:
+    """Revision 0002 names the job engine's schemas after newsdigest's: a deployment in schema ``X``
+    gets ``X_procrastinate`` and ``X_coordination``, and the way back removes them again."""
+    schema = "pytest_app"
+    engine = db.make_engine(database_url, connect_args={"server_settings": {"search_path": schema}})
+    ours = text("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :schema)")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await db.upgrade_engine(engine)
+        await db.check_migrated(engine)
+        async with db.make_sessionmaker(engine)() as session:
+            assert await engine_jobs.engine_schemas(session) == engine_jobs.EngineSchemas(
+                f"{schema}_procrastinate", f"{schema}_coordination")
+            assert set(await session.scalars(ours, {"schema": schema})) == {
+                schema, f"{schema}_procrastinate", f"{schema}_coordination"}
+        await db.downgrade_engine(engine)
+        async with engine.connect() as conn:
+            assert set(await conn.scalars(ours, {"schema": schema})) == {schema}
+            tables = text("SELECT tablename FROM pg_tables WHERE schemaname = :schema")
+            assert set(await conn.scalars(tables, {"schema": schema})) == {"alembic_version"}
+    finally:
+        async with engine.begin() as conn:
+            for name in (schema, f"{schema}_procrastinate", f"{schema}_coordination"):
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        await engine.dispose()
 
 
 async def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:

@@ -3,8 +3,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.store import digests, llm_calls
-
-from .factories import call_usage, digest
+from tests.factories import call_usage, digest
 
 
 def test_cache_key_ignores_article_order_only() -> None:

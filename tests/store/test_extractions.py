@@ -3,8 +3,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.store import articles, extractions, llm_calls
-
-from .factories import call_usage, extraction, prepared_article
+from tests.factories import call_usage, extraction, prepared_article
 
 PROMPTS = {"key_facts@1": "a" * 64, "sentiment@2": "b" * 64}
 

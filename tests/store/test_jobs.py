@@ -10,6 +10,7 @@ from service.jobs.worker import backoff
 from service.settings import Settings
 from service.store import jobs
 from service.store.models import utcnow
+from tests.databases import POSTGRES, only_on
 
 
 def _settings() -> Settings:
@@ -72,7 +73,7 @@ async def test_two_workers_never_claim_the_same_job(sessions: async_sessionmaker
     assert sorted(every) == sorted(queued)  # each job claimed exactly once
 
 
-@pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+@only_on(POSTGRES)
 async def test_a_claim_skips_jobs_another_worker_holds(sessions: async_sessionmaker[AsyncSession]) -> None:
     """PostgreSQL only: SQLite admits one writer, so there the second claim waits for the commit."""
     async with sessions.begin() as session:

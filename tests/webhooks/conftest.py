@@ -3,8 +3,8 @@
 Signatures are computed here from the Standard Webhooks definition (HMAC-SHA256 over
 ``{id}.{timestamp}.{body}`` with the base64-decoded secret after ``whsec_``), never with the
 library the service verifies with, so a bug shared by both sides cannot pass unnoticed.
-The model is the fault server (answers from ``tests.api.answers``); the worker polls fast and
-retries at once. PostgreSQL runs use a database of their own per process, dropped at the end.
+The model is the fault server (answers from ``tests.factories``); the worker polls fast and
+retries at once. Tests take ``sqlite_url`` or ``database_url`` (tests/databases.py).
 """
 
 from __future__ import annotations
@@ -14,37 +14,27 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import URL
+from sqlalchemy import func, select
 
 from service.api import create_app
 from service.settings import Settings
-from service.store import db
 from service.store.jobs import JobRecord, _record
 from service.store.models import Base, Job
-from tests.conftest import no_postgres
-from tests.fault_server import FaultServer, fault_server_fixture  # noqa: F401 - provides the fixture
+from tests.fake_openai import FaultServer
 
 SECRET = "whsec_" + base64.b64encode(b"newsdigest-webhook-test-secret!!").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"an-old-or-wrong-secret-of-32-byt").decode()
 CALLBACK_SECRET = "whsec_" + base64.b64encode(b"the-cms-callback-secret-32-bytes").decode()
 API_KEY = "test-key"
-# Per process: another pytest run on the same server (a colleague's, CI's) must not share our rows.
-POSTGRES_URL = os.environ.get("PYTEST_POSTGRES_URL_WEBHOOKS",
-                              f"postgresql+asyncpg://postgres@127.0.0.1:5432/newsdigest_webhooks_{os.getpid()}")
 
 
 def sign(secret: str, msg_id: str, timestamp: int | str, body: bytes) -> str:
@@ -73,64 +63,6 @@ def event(kind: str, data: dict[str, Any]) -> bytes:
     return json.dumps({"type": kind, "timestamp": "2025-01-01T10:00:00Z", "data": data}).encode()
 
 
-async def _admin(url: URL, statement: str, *, unless_exists: bool = False) -> None:
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                 database="postgres")
-    try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
-        if not (unless_exists and exists):
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _off_loop(work: Callable[[], Any]) -> Any:
-    """Run ``work`` in a thread: these fixtures are first reached from async tests, inside a running loop."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(work).result()
-
-
-def _prepare_postgres(rendered: str, url: URL) -> None:
-    asyncio.run(_admin(url, f'CREATE DATABASE "{url.database}"', unless_exists=True))
-    db.downgrade(rendered, "base")
-    db.upgrade(rendered)
-
-
-async def _truncate(url: str) -> None:
-    engine = db.make_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {', '.join(t.name for t in Base.metadata.sorted_tables)} CASCADE"))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def postgres_webhooks_url() -> Iterator[str]:
-    url = db.async_url(POSTGRES_URL)
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        _off_loop(lambda: _prepare_postgres(rendered, url))
-    except (OSError, asyncpg.PostgresError) as exc:
-        no_postgres(f"no PostgreSQL server at {url.render_as_string()}: {exc}")
-    yield rendered
-    _off_loop(lambda: asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/nd.db"
-    url = str(request.getfixturevalue("postgres_webhooks_url"))
-    _off_loop(lambda: asyncio.run(_truncate(url)))
-    return url
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path}/nd.db"
-
-
 @dataclass
 class Hooks:
     """The running app, a client (no API key: the webhook route must not need one) and the model double."""
@@ -149,7 +81,7 @@ class Hooks:
     async def counts(self) -> dict[str, int]:
         async with self.app.state.runtime.sessions() as session:
             return {t.name: int(await session.scalar(select(func.count()).select_from(t)) or 0)
-                    for t in Base.metadata.sorted_tables if t.name != "alembic_version"}
+                    for t in Base.metadata.sorted_tables}
 
     async def jobs(self, kind: str | None = None) -> list[JobRecord]:
         stmt = select(Job).order_by(Job.created_at, Job.id)

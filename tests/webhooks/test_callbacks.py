@@ -20,8 +20,8 @@ import pytest
 from schemas.webhooks import DigestUpdated, DigestUpdatedData
 from service import callbacks
 from service.settings import Settings
-from tests.api.answers import analysis, article, digest_answer
-from tests.fault_server import FaultServer, closed_port_url
+from tests.factories import analysis, article, digest_answer
+from tests.fake_openai import FaultServer, closed_port_url
 from tests.webhooks.conftest import API_KEY, CALLBACK_SECRET, Hooks, open_hooks, verify
 
 STORY = "council-budget"
@@ -205,7 +205,8 @@ async def _job_view(hooks: Hooks, job_id: str) -> dict[str, Any]:
     return body
 
 
-async def _first_callback_attempt(hooks: Hooks) -> Any:
+async def _first_callback_attempt(hooks: Hooks) -> dict[str, Any]:
+    """The callback job as ``GET /v1/jobs/{id}`` shows it once its first attempt is over."""
     payload = article(1)
     hooks.faults.script([*analysis(payload), digest_answer([payload])])
     await hooks.send("article.published", payload, msg_id="msg_sched")
@@ -214,7 +215,7 @@ async def _first_callback_attempt(hooks: Hooks) -> Any:
     while True:
         found = await hooks.jobs("send_callback")
         if found and found[0].attempts >= 1 and found[0].status != "running":
-            return found[0]
+            return await _job_view(hooks, found[0].id)
         assert time.monotonic() < deadline, found
         await asyncio.sleep(0.05)
 
@@ -227,8 +228,7 @@ async def test_a_cms_asking_to_retry_later_gets_its_wait_and_the_job_shows_it(
                              callback_retry_schedule_s=[1], callback_retry_jitter=0)
     async for hooks in open_hooks(settings, fault_server):
         started = datetime.now(UTC)
-        job = await _first_callback_attempt(hooks)
-        view = await _job_view(hooks, job.id)
+        view = await _first_callback_attempt(hooks)
         assert view["status"] == "queued" and view["attempts"] == 1 and view["max_attempts"] == 8
         assert view["error"] == f"DeliveryFailed: {cms.url.split('/')[2]} answered 503 (Retry-After 120 s): {{}}"
         next_attempt = datetime.fromisoformat(view["run_after"])
@@ -242,8 +242,7 @@ async def test_a_gone_cms_fails_the_job_at_once(
     cms.answers = [410]
     settings = hook_settings(sqlite_url, callback_url=cms.url, callback_secret=CALLBACK_SECRET, **NO_WAITS)
     async for hooks in open_hooks(settings, fault_server):
-        job = await _first_callback_attempt(hooks)
-        view = await _job_view(hooks, job.id)
+        view = await _first_callback_attempt(hooks)
         assert view["status"] == "failed" and view["attempts"] == 1
         assert "answered 410 (Gone: not retried)" in view["error"]
         assert len(cms.received) == 1
@@ -258,8 +257,7 @@ async def test_a_failing_cms_is_retried_on_the_schedule_not_the_job_backoff(
                              callback_retry_schedule_s=[3_600], callback_retry_jitter=0.1)
     async for hooks in open_hooks(settings, fault_server):
         started = datetime.now(UTC)
-        job = await _first_callback_attempt(hooks)
-        view = await _job_view(hooks, job.id)
+        view = await _first_callback_attempt(hooks)
         wait = datetime.fromisoformat(view["run_after"]) - started
         assert view["status"] == "queued" and view["attempts"] == 1
         assert timedelta(seconds=3_239) <= wait <= timedelta(seconds=3_961)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.answers import article
+from tests.factories import article
 from tests.webhooks.conftest import OTHER_SECRET, SECRET, Hooks, event, sign, signed
 
 EMPTY = {"articles": 0, "jobs": 0, "webhook_deliveries": 0}

@@ -1,63 +1,34 @@
-"""Settings from the environment (prefix ``NEWSDIGEST_``); never built at import time."""
+"""Everything an operator can set, read from the environment (prefix ``NEWSDIGEST_``) and a ``.env``."""
 
 from __future__ import annotations
 
-import base64
-import ipaddress
-import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.settings import endpoints
+from service.settings.env_values import (
+    AbsolutePath,
+    CallbackURL,
+    DatabaseURL,
+    EndpointURL,
+    NameList,
+    PromptVersions,
+    SecretList,
+    WaitList,
+    WebhookSecret,
+)
+from service.settings.paths import DEFAULT_DATA_DIR, DEFAULT_PROMPTS_DIR, data_dir_of, default_model_dir
 
 LLMMode = Literal["json_schema", "json_object", "tools"]
 JobBackend = Literal["inprocess", "procrastinate"]
 
-#: Where the embedded local model server listens when no endpoint is configured.
-LOCAL_LLM_HOST = "127.0.0.1"
-LOCAL_LLM_PORT = 8765
-#: The hosted default: an OpenAI key and no base URL means OpenAI itself.
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-#: The embedded model's alias, as its server lists it on /v1/models.
-LOCAL_LLM_MODEL = "qwen2.5-coder-1.5b-instruct-q4"
-#: The checkout this code runs from; ``data/`` under it is the default data directory.
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
-#: Timeouts when none is set: an endpoint on this machine usually has one slot that finishes an
-#: abandoned request before the next, so a short timeout there only queues copies of the same call.
-LOOPBACK_TIMEOUT_S = 900.0
-HOSTED_TIMEOUT_S = 120.0
-LOOPBACK_CONCURRENCY = 1
-HOSTED_CONCURRENCY = 4
 #: digest.updated retries, after attempt 1, 2, ...: about 27.6 hours in all (the Standard Webhooks
 #: senders' own schedule), each wait jittered.
 CALLBACK_RETRY_SCHEDULE_S = (5.0, 300.0, 1_800.0, 7_200.0, 18_000.0, 36_000.0, 36_000.0)
-
-
-def default_model_dir() -> Path:
-    """The per-user cache every checkout shares: ``$XDG_CACHE_HOME/newsdigest/models`` or ``~/.cache/...``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser().resolve() / "newsdigest" / "models"
-
-
-def is_loopback_url(url: str) -> bool:
-    """True for an http(s) URL on 127.0.0.0/8, ::1 or localhost: an endpoint on this machine."""
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return False
-    if host is None:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 #: Tokens a prompt needs besides the article: the answer (max_tokens) and the system and task text.
 _ANSWER_AND_INSTRUCTIONS = 1_700
@@ -73,12 +44,12 @@ class Settings(BaseSettings):
 
     # One directory for what the service keeps on disk: the SQLite database, the embedded model's pid
     # file and log. Relative paths are taken from the working directory; the value is absolute.
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: AbsolutePath = DEFAULT_DATA_DIR
 
     environment: Literal["development", "production"] = "development"
 
     # AliasChoices skips the prefix, so both spellings are written out.
-    llm_base_url: str | None = Field(
+    llm_base_url: EndpointURL | None = Field(
         default=None, validation_alias=AliasChoices("NEWSDIGEST_LLM_BASE_URL", "OPENAI_BASE_URL")
     )
     llm_api_key: SecretStr | None = Field(
@@ -106,25 +77,24 @@ class Settings(BaseSettings):
     llm_context_tokens: int | None = Field(default=None, ge=2048)
 
     # The embedded server's pid file and log. Unset: DATA_DIR/local-llm.
-    local_llm_dir: Path = Field(default_factory=lambda data: _data_dir(data) / "local-llm")
-    local_llm_port: int = LOCAL_LLM_PORT
+    local_llm_dir: AbsolutePath = Field(default_factory=lambda data: data_dir_of(data) / "local-llm")
+    local_llm_port: int = endpoints.LOCAL_LLM_PORT
     local_llm_ctx: int = 8192
     # Where the verified model file lives. Unset: the per-user cache (~/.cache/newsdigest/models), so every
     # checkout of this user reuses one assembled, sha256-checked model; or LOCAL_LLM_DIR when only that is set.
-    model_dir: Path | None = None
+    model_dir: AbsolutePath | None = None
 
-    database_url: str = Field(
-        default_factory=lambda data: f"sqlite+aiosqlite:///{_data_dir(data) / 'newsdigest.db'}")
-    # NoDecode: plain comma-separated values are accepted, not only JSON.
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    webhook_secret: SecretStr | None = None
+    database_url: DatabaseURL = Field(
+        default_factory=lambda data: f"sqlite+aiosqlite:///{data_dir_of(data) / 'newsdigest.db'}")
+    api_keys: SecretList = Field(default_factory=list)
+    webhook_secret: WebhookSecret | None = None
     # Keys the HMAC that idempotency records keep instead of the API key (service/api/deps.py). Unset: derived
     # from the API keys and the webhook secret, so changing those forgets the Idempotency-Keys of the last day.
     key_hash_secret: SecretStr | None = None
-    callback_url: str | None = None
-    callback_secret: SecretStr | None = None
-    prompt_versions: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
-    prompts_dir: Path = Path(__file__).resolve().parent.parent / "prompts"
+    callback_url: CallbackURL | None = None
+    callback_secret: WebhookSecret | None = None
+    prompt_versions: PromptVersions = Field(default_factory=dict)
+    prompts_dir: Path = DEFAULT_PROMPTS_DIR
 
     max_article_chars: int = Field(default=60_000, ge=100)
     max_request_bytes: int = Field(default=1_000_000, ge=1_000)
@@ -161,7 +131,7 @@ class Settings(BaseSettings):
     )
     callback_timeout_s: float = Field(default=10.0, gt=0)
     callback_max_attempts: int = Field(default=8, ge=1, description="Delivery attempts of one digest.updated event.")
-    callback_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+    callback_retry_schedule_s: WaitList = Field(
         default_factory=lambda: list(CALLBACK_RETRY_SCHEDULE_S), min_length=1,
         description="Seconds before the attempt after attempt 1, 2, ...; the last one repeats. The default "
         "spreads 8 attempts over about 27.6 hours.",
@@ -176,7 +146,7 @@ class Settings(BaseSettings):
         default="inprocess",
         description="inprocess: the database worker (any database); procrastinate: the engine, on PostgreSQL.",
     )
-    job_queues: Annotated[list[str], NoDecode] = Field(
+    job_queues: NameList = Field(
         default_factory=list, description="Engine worker only: the job kinds it takes (empty: all of them)."
     )
     llm_requests_per_minute: int | None = Field(
@@ -196,96 +166,6 @@ class Settings(BaseSettings):
         description="OTLP/HTTP collector URL; set, it turns tracing on (needs the otel extra).",
     )
     otel_service_name: str = "newsdigest"
-
-    @field_validator("data_dir", "model_dir", "local_llm_dir", mode="after")
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser().resolve()
-
-    @field_validator("database_url", mode="before")
-    @classmethod
-    def _async_driver(cls, value: str) -> str:
-        """Give plain database URLs the async driver the store needs."""
-        for plain, driver in (
-            ("postgresql://", "postgresql+asyncpg://"),
-            ("postgres://", "postgresql+asyncpg://"),
-            ("sqlite://", "sqlite+aiosqlite://"),
-        ):
-            if isinstance(value, str) and value.startswith(plain):
-                return driver + value[len(plain) :]
-        return value
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
-
-    @field_validator("job_queues", mode="before")
-    @classmethod
-    def _split_queues(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [q.strip() for q in value.split(",") if q.strip()]
-        return value
-
-    @field_validator("prompt_versions", mode="before")
-    @classmethod
-    def _parse_versions(cls, value: object) -> object:
-        """Accept ``key_facts@2,sentiment@1`` as well as JSON."""
-        if isinstance(value, str) and not value.lstrip().startswith("{"):
-            versions: dict[str, int] = {}
-            for item in (part.strip() for part in value.split(",")):
-                if not item:
-                    continue
-                name, at, version = item.partition("@")
-                if not at or not name.strip() or not version.strip().isdigit():
-                    raise ValueError(f"expected name@version pairs like key_facts@2,sentiment@1, got {item!r}")
-                versions[name.strip()] = int(version)
-            return versions
-        return value
-
-    @field_validator("callback_retry_schedule_s", mode="before")
-    @classmethod
-    def _split_schedule(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            return [w.strip() for w in value.split(",") if w.strip()]
-        return value
-
-    @field_validator("callback_retry_schedule_s")
-    @classmethod
-    def _waits_not_negative(cls, value: list[float]) -> list[float]:
-        if any(wait < 0 for wait in value):
-            raise ValueError("waits must be 0 or more seconds")
-        return value
-
-    @field_validator("llm_base_url")
-    @classmethod
-    def _endpoint_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/v1")
-        return value or None
-
-    @field_validator("webhook_secret", "callback_secret")
-    @classmethod
-    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        """Refuse at start-up a secret the signing library would choke on at the first event."""
-        if value is not None:
-            raw = value.get_secret_value().removeprefix("whsec_").rstrip("=")
-            try:
-                decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-            except ValueError:
-                decoded = b""
-            if not decoded:
-                raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
-        return value
-
-    @field_validator("callback_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
 
     @model_validator(mode="after")
     def _callbacks_are_signed(self) -> Settings:
@@ -330,33 +210,32 @@ class Settings(BaseSettings):
     def effective_base_url(self) -> str:
         if self.llm_base_url:
             return self.llm_base_url
-        return f"http://{LOCAL_LLM_HOST}:{self.local_llm_port}/v1" if self.uses_local_llm else OPENAI_BASE_URL
+        return endpoints.local_llm_url(self.local_llm_port) if self.uses_local_llm else endpoints.OPENAI_BASE_URL
 
     @property
     def llm_is_loopback(self) -> bool:
         """The endpoint runs on this machine (the embedded model, or an own server on 127.0.0.1/localhost/::1)."""
-        return is_loopback_url(self.effective_base_url)
+        return endpoints.is_loopback_url(self.effective_base_url)
 
     @property
     def effective_strict_tools(self) -> bool:
         """Whether tools mode sends ``strict: true`` functions (see ``llm_strict_tools``)."""
         if self.llm_strict_tools is not None:
             return self.llm_strict_tools
-        host = (urlsplit(self.effective_base_url).hostname or "").lower()
-        return host == "api.openai.com" or host.endswith((".openai.azure.com", ".openai.com"))
+        return endpoints.is_openai_url(self.effective_base_url)
 
     @property
     def effective_timeout_s(self) -> float:
         if self.llm_timeout_s is not None:
             return self.llm_timeout_s
-        return LOOPBACK_TIMEOUT_S if self.llm_is_loopback else HOSTED_TIMEOUT_S
+        return endpoints.LOOPBACK_TIMEOUT_S if self.llm_is_loopback else endpoints.HOSTED_TIMEOUT_S
 
     @property
     def effective_max_concurrency(self) -> int:
         """Model calls in flight at once: the setting, else 1 on this machine and 4 for a hosted endpoint."""
         if self.llm_max_concurrency is not None:
             return self.llm_max_concurrency
-        return LOOPBACK_CONCURRENCY if self.llm_is_loopback else HOSTED_CONCURRENCY
+        return endpoints.LOOPBACK_CONCURRENCY if self.llm_is_loopback else endpoints.HOSTED_CONCURRENCY
 
     @property
     def runs_sequentially(self) -> bool:
@@ -386,55 +265,8 @@ class Settings(BaseSettings):
 
     @property
     def effective_model(self) -> str:
-        return self.llm_model or (LOCAL_LLM_MODEL if self.uses_local_llm else "gpt-4o-mini")
+        return self.llm_model or (endpoints.LOCAL_LLM_MODEL if self.uses_local_llm else endpoints.HOSTED_MODEL)
 
     @property
     def otel_enabled(self) -> bool:
         return bool(self.otel_endpoint)
-
-    @classmethod
-    def env_name(cls, field: str) -> str:
-        """The environment variable an operator sets for ``field``: of its names, the one set in the
-        environment, else the first (NEWSDIGEST_<FIELD> for a field without aliases)."""
-        info = cls.model_fields.get(field)
-        alias = info.validation_alias if info is not None else None
-        if isinstance(alias, AliasChoices):
-            names = [name for name in alias.choices if isinstance(name, str)]
-            return next((name for name in names if name in os.environ), names[0] if names else field)
-        if isinstance(alias, str):
-            return alias
-        return "NEWSDIGEST_" + field.upper()
-
-
-def _data_dir(data: dict[str, Any]) -> Path:
-    """The data directory among already validated fields (the defaults of the paths under it)."""
-    value = data.get("data_dir")
-    return value if isinstance(value, Path) else DEFAULT_DATA_DIR
-
-
-def _field_of(name: str) -> str:
-    """The field an error location names: the field itself, or one of its aliases."""
-    for field, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        if name in (field, alias) or (isinstance(alias, AliasChoices) and name in alias.choices):
-            return field
-    return name
-
-
-def settings_error(exc: ValueError) -> str:
-    """One line naming the environment variable and the problem; never the value, which may be a secret."""
-    if not isinstance(exc, ValidationError):
-        return " ".join(str(exc).split())
-    problems = []
-    for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        if error["type"] == "default_factory_not_called":
-            continue  # a consequence of another field's error, reported on its own
-        message = " ".join(str(error["msg"]).removeprefix("Value error, ").split())
-        loc = error["loc"]
-        if loc and isinstance(loc[0], str):
-            field = _field_of(loc[0])
-            name = Settings.env_name(field) if field in Settings.model_fields else field
-            problems.append(f"{name}: {message}")
-        else:
-            problems.append(message)
-    return "; ".join(problems) or "invalid settings"

@@ -84,7 +84,7 @@ def test_verified_model_is_reused_without_parts(tmp_path: Path, monkeypatch: pyt
     def no_hash(path: Path) -> str:
         raise AssertionError("sidecar should spare the re-hash")
 
-    monkeypatch.setattr(local_llm, "_sha256_file", no_hash)
+    monkeypatch.setattr("service.llm.local.model_file._sha256_file", no_hash)
     assert _assemble(tmp_path / "llm", tmp_path / "none") == model
 
 

@@ -9,7 +9,6 @@ The real client is tested against the fault server.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 from schemas import (
     ArticleIn,
     ArticleRef,
-    CallUsage,
     Digest,
     Extraction,
     Fact,
@@ -28,41 +26,13 @@ from schemas import (
     Sentiment,
     Source,
 )
-from service.errors import InputError, LLMOutputError, LLMTruncated
-from service.llm.port import Completion
+from service.errors import InputError, LLMTruncated
 from service.pipeline.align import fact_index
 from service.pipeline.digest import build_digest
 from service.pipeline.text import prepare
 from service.pipeline.verify import quotes
 from service.prompts import Prompt, PromptRegistry
-
-
-class ScriptedModel:
-    """Answers each call with the next scripted JSON object (or raises it) and keeps what it was sent."""
-
-    model = "scripted"
-    mode = "json_object"
-
-    def __init__(self, *answers: dict[str, Any] | LLMOutputError) -> None:
-        self.answers = list(answers)
-        self.sent: list[list[dict[str, str]]] = []
-
-    async def complete(self, prompt: Prompt, messages: list[dict[str, str]]) -> Completion:
-        self.sent.append(messages)
-        usage = CallUsage(
-            prompt=prompt.ref,
-            prompt_hash=prompt.sha256,
-            model=self.model,
-            mode=self.mode,
-            input_tokens=100,
-            output_tokens=20,
-        )
-        data = self.answers.pop(0)
-        if isinstance(data, LLMOutputError):
-            data.usage = usage
-            raise data
-        return Completion(data=data, content=json.dumps(data), usage=usage)
-
+from tests.pipeline.fakes import scripted
 
 TEXTS: dict[str, PreparedArticle] = {}
 
@@ -159,10 +129,10 @@ def test_fact_ids_number_articles_in_order() -> None:
 
 
 async def test_the_model_is_shown_the_groups_the_service_formed(prompt: Prompt) -> None:
-    model = ScriptedModel(answer((BOUGHT, ["A1.F1"])))
+    model = scripted(answer((BOUGHT, ["A1.F1"])))
     await build_digest([OBSERVER, TECHBLOG], prompt, model)
 
-    user = model.sent[0][1]["content"]
+    user = model.messages[0][1]["content"]
     assert (
         "GROUP 1 (2 outlets):\nA1.F1 (Observer): Meta bought 49 percent of Scale AI.\n"
         "A2.F1 (TechBlog): Meta paid $14.3 billion for 49% of Scale AI.\n" in user
@@ -176,7 +146,7 @@ async def test_the_model_is_shown_the_groups_the_service_formed(prompt: Prompt) 
 
 
 async def test_a_model_statement_citing_its_groups_ids_is_published_with_exact_citations(prompt: Prompt) -> None:
-    model = ScriptedModel(answer(
+    model = scripted(answer(
         ("Meta bought 49 percent of Scale AI, TechBlog says for $14.3 billion.", ["A1.F1", "A2.F1"]),
         (VALUED, ["A1.F2"]),
         (JOINS, ["A2.F2"]),
@@ -200,7 +170,7 @@ async def test_a_model_statement_citing_its_groups_ids_is_published_with_exact_c
 
 
 async def test_a_group_the_model_leaves_out_is_published_from_its_verified_claim(prompt: Prompt) -> None:
-    model = ScriptedModel(answer(("Meta bought 49 percent of Scale AI.", ["A1.F1", "A2.F1"])))
+    model = scripted(answer(("Meta bought 49 percent of Scale AI.", ["A1.F1", "A2.F1"])))
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
 
     assert published(digest) == [
@@ -209,12 +179,12 @@ async def test_a_group_the_model_leaves_out_is_published_from_its_verified_claim
         ("service", JOINS, ["A2.F2"]),
     ]
     # Leaving groups out is not an unusable answer: no re-ask, nothing counted as rejected.
-    assert len(model.sent) == 1
+    assert len(model.messages) == 1
     assert digest.provenance is not None and (digest.provenance.reasks, digest.provenance.rejected) == (0, 0)
 
 
 async def test_a_statement_with_a_number_not_in_its_cited_facts_is_replaced_by_the_service(prompt: Prompt) -> None:
-    model = ScriptedModel(answer(
+    model = scripted(answer(
         (BOUGHT, ["A1.F1", "A2.F1"]),
         ("The deal valued Scale AI at $20 billion.", ["A1.F2"]),  # the Observer says 29
         (JOINS, ["A2.F2"]),
@@ -236,7 +206,7 @@ async def test_a_statement_with_a_number_not_in_its_cited_facts_is_replaced_by_t
 
 
 async def test_an_outlet_whose_own_fact_states_a_statement_is_cited_too(prompt: Prompt) -> None:
-    model = ScriptedModel(answer((BOUGHT, ["A1.F1"]), (VALUED, ["A1.F2"]), (JOINS, ["A2.F2"])))
+    model = scripted(answer((BOUGHT, ["A1.F1"]), (VALUED, ["A1.F2"]), (JOINS, ["A2.F2"])))
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
 
     # TechBlog's "49% of Scale AI" states the first statement by itself: it is cited and corroborates.
@@ -249,7 +219,7 @@ async def test_an_outlet_whose_own_fact_states_a_statement_is_cited_too(prompt: 
 
 
 async def test_a_fact_that_states_nothing_of_a_statement_is_not_cited_for_it(prompt: Prompt) -> None:
-    model = ScriptedModel(answer(
+    model = scripted(answer(
         # A1.F2 (the $29 billion valuation) is padding: none of its words or numbers are in the text.
         (JOINS, ["A2.F2", "A1.F2"]),
         # Each fact carries one of the two figures: both state part of it, both are cited.
@@ -267,7 +237,7 @@ async def test_a_fact_that_states_nothing_of_a_statement_is_not_cited_for_it(pro
 
 
 async def test_a_statement_repeating_facts_already_published_is_dropped(prompt: Prompt) -> None:
-    model = ScriptedModel(answer((BOUGHT, ["A1.F1"]), (PAID, ["A2.F1"]), (VALUED, ["A1.F2"]), (JOINS, ["A2.F2"])))
+    model = scripted(answer((BOUGHT, ["A1.F1"]), (PAID, ["A2.F1"]), (VALUED, ["A1.F2"]), (JOINS, ["A2.F2"])))
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
 
     # A2.F1 is already cited by the first statement (it states it too): the second adds no fact.
@@ -289,7 +259,7 @@ async def test_every_fact_of_every_extraction_is_cited_somewhere(
     prompt: Prompt, statements: list[tuple[str, list[str]]]
 ) -> None:
     draft = answer(*statements) if statements else {"headline": "x", "statements": []}
-    model = ScriptedModel(draft, draft)
+    model = scripted(draft, draft)
     digest = await build_digest([OBSERVER, TECHBLOG, WIRE], prompt, model, max_statements=3)
 
     assert cited(digest) == sorted(fact_index([OBSERVER, TECHBLOG, WIRE]))
@@ -302,7 +272,7 @@ async def test_every_fact_of_every_extraction_is_cited_somewhere(
 async def test_the_cap_moves_the_rest_to_also_reported_each_cited(prompt: Prompt) -> None:
     # Five groups: the two-outlet 49 percent first, then single facts by how early their article tells them.
     founder = "Scale AI's founder will join Meta."
-    model = ScriptedModel(answer((BOUGHT, ["A1.F1", "A2.F1"]), (founder, ["A3.F1"])))
+    model = scripted(answer((BOUGHT, ["A1.F1", "A2.F1"]), (founder, ["A3.F1"])))
     digest = await build_digest([OBSERVER, TECHBLOG, WIRE], prompt, model, max_statements=2)
 
     assert [(s.written_by, s.text) for s in digest.statements] == [("model", BOUGHT), ("model", founder)]
@@ -312,7 +282,7 @@ async def test_the_cap_moves_the_rest_to_also_reported_each_cited(prompt: Prompt
         ("service", "Meta is building a superintelligence lab.", ["A3.F2"]),
     ]
     # Only the groups within the cap are shown to the model.
-    user = model.sent[0][1]["content"]
+    user = model.messages[0][1]["content"]
     assert "exactly 2 statements" in user and "A3.F1 (Wire)" in user
     assert "A1.F2" not in user and "A2.F2" not in user and "A3.F2" not in user
 
@@ -322,11 +292,11 @@ async def test_the_cap_moves_the_rest_to_also_reported_each_cited(prompt: Prompt
 
 async def test_an_invalid_answer_is_reasked_once_then_the_service_publishes_every_fact(prompt: Prompt) -> None:
     junk = {"headline": "Meta and Scale AI"}  # no statements
-    model = ScriptedModel(junk, junk)
+    model = scripted(junk, junk)
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
 
-    assert len(model.sent) == 2
-    assert "statements: Field required" in model.sent[1][-1]["content"]
+    assert len(model.messages) == 2
+    assert "statements: Field required" in model.messages[1][-1]["content"]
     assert published(digest) == [
         ("service", BOUGHT, ["A1.F1", "A2.F1"]),
         ("service", VALUED, ["A1.F2"]),
@@ -339,10 +309,10 @@ async def test_an_invalid_answer_is_reasked_once_then_the_service_publishes_ever
 
 
 async def test_an_answer_cut_off_twice_is_not_an_error_of_the_story(prompt: Prompt) -> None:
-    model = ScriptedModel(LLMTruncated("the answer was cut off"), LLMTruncated("the answer was cut off"))
+    model = scripted(LLMTruncated("the answer was cut off"), LLMTruncated("the answer was cut off"))
     digest = await build_digest([OBSERVER], prompt, model)
 
-    assert "Give fewer, shorter items." in model.sent[1][-1]["content"]
+    assert "Give fewer, shorter items." in model.messages[1][-1]["content"]
     assert [(s.written_by, s.text) for s in digest.statements] == [("service", BOUGHT), ("service", VALUED)]
     assert digest.provenance is not None
     assert digest.provenance.error == (
@@ -350,7 +320,7 @@ async def test_an_answer_cut_off_twice_is_not_an_error_of_the_story(prompt: Prom
 
 
 async def test_an_unusable_first_answer_is_replaced_by_the_reask(prompt: Prompt) -> None:
-    model = ScriptedModel({"statements": "none"}, answer((BOUGHT, ["A1.F1", "A2.F1"])))
+    model = scripted({"statements": "none"}, answer((BOUGHT, ["A1.F1", "A2.F1"])))
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
 
     assert [(s.written_by, s.text) for s in digest.statements] == [
@@ -362,17 +332,17 @@ async def test_an_unusable_first_answer_is_replaced_by_the_reask(prompt: Prompt)
 async def test_only_an_answer_with_more_than_half_its_statements_wrong_is_reasked(prompt: Prompt) -> None:
     # One of two wrong: kept as it is, the wrong one replaced by its group's verified claim.
     half = answer((BOUGHT, ["A1.F1"]), ("Meta paid $20 billion.", ["A2.F1"]))
-    model = ScriptedModel(half)
+    model = scripted(half)
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
-    assert len(model.sent) == 1
+    assert len(model.messages) == 1
     assert digest.provenance is not None and (digest.provenance.reasks, digest.provenance.rejected) == (0, 1)
 
     # Two of three wrong: asked again, told what is wrong and which fact states the text best.
     wrong = answer((JOINS, ["A1.F1"]), ("Meta paid $20 billion.", ["A2.F1"]), (VALUED, ["A1.F2"]))
     right = answer((JOINS, ["A2.F2"]), (PAID, ["A2.F1"]), (VALUED, ["A1.F2"]))
-    model = ScriptedModel(wrong, right)
+    model = scripted(wrong, right)
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
-    reask = model.sent[1][-1]["content"]
+    reask = model.messages[1][-1]["content"]
     assert 'statement 1 ("Wang joins Meta."): the cited facts A1.F1 do not support this text' in reask
     assert "the fact that states it best is A2.F2" in reask
     assert 'statement 2 ("Meta paid $20 billion."): the number(s) 20 are not in the cited facts A2.F1' in reask
@@ -390,10 +360,10 @@ async def test_only_an_answer_with_more_than_half_its_statements_wrong_is_reaske
 
 async def test_a_short_digest_is_not_reasked(prompt: Prompt) -> None:
     # One statement for six facts in five groups: the service publishes the rest, the model is asked once.
-    model = ScriptedModel(answer((JOINS, ["A2.F2"]), headline="Wang joins Meta"))
+    model = scripted(answer((JOINS, ["A2.F2"]), headline="Wang joins Meta"))
     digest = await build_digest([OBSERVER, TECHBLOG, WIRE], prompt, model)
 
-    assert len(model.sent) == 1
+    assert len(model.messages) == 1
     assert [s.written_by for s in digest.statements].count("model") == 1
     assert cited(digest) == sorted(fact_index([OBSERVER, TECHBLOG, WIRE]))
 
@@ -404,17 +374,17 @@ async def test_a_short_digest_is_not_reasked(prompt: Prompt) -> None:
 async def test_the_headline_is_the_models_only_if_the_published_facts_support_it(prompt: Prompt) -> None:
     statements = [(BOUGHT, ["A1.F1"]), (JOINS, ["A2.F2"])]
 
-    digest = await build_digest([OBSERVER, TECHBLOG], prompt, ScriptedModel(answer(*statements)))
+    digest = await build_digest([OBSERVER, TECHBLOG], prompt, scripted(answer(*statements)))
     assert digest.headline == "Meta takes 49 percent of Scale AI"
 
     # A number no cited sentence carries.
-    model = ScriptedModel(answer(*statements, headline="Meta takes 51 percent of Scale AI"))
+    model = scripted(answer(*statements, headline="Meta takes 51 percent of Scale AI"))
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
     assert digest.headline == BOUGHT
 
     # True of a verified fact, but one moved past the cap to "also reported": the headline would be the
     # one line an editor reads with no footnote among the statements to check it against.
-    model = ScriptedModel(answer(*statements, headline="Wang joins Meta"))
+    model = scripted(answer(*statements, headline="Wang joins Meta"))
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model, max_statements=1)
     assert [s.text for s in digest.also_reported] == [VALUED, JOINS]
     assert digest.headline == BOUGHT
@@ -427,7 +397,7 @@ async def test_a_near_copy_is_cited_but_counted_once_in_outlets(prompt: Prompt) 
     draft = answer((BOUGHT, ["A1.F1", "A2.F1", "A3.F1"]), (VALUED, ["A1.F2"]), (JOINS, ["A2.F2"]))
     texts = [TEXTS["Observer"], TEXTS["TechBlog"], TEXTS["Daily Copy"]]
 
-    digest = await build_digest([OBSERVER, TECHBLOG, COPY], prompt, ScriptedModel(draft), articles=texts)
+    digest = await build_digest([OBSERVER, TECHBLOG, COPY], prompt, scripted(draft), articles=texts)
 
     first = digest.statements[0]
     assert [(c.fact_id, c.outlet) for c in first.citations] == [
@@ -437,7 +407,7 @@ async def test_a_near_copy_is_cited_but_counted_once_in_outlets(prompt: Prompt) 
         ("Observer", None), ("TechBlog", None), ("Daily Copy", "Observer")]
 
     # Without the texts the copy cannot be recognised: three outlets.
-    digest = await build_digest([OBSERVER, TECHBLOG, COPY], prompt, ScriptedModel(draft))
+    digest = await build_digest([OBSERVER, TECHBLOG, COPY], prompt, scripted(draft))
     assert digest.statements[0].outlets == 3
     assert all(s.copy_of is None for s in digest.sources)
 
@@ -453,11 +423,11 @@ async def test_the_models_disagreements_are_ignored(prompt: Prompt) -> None:
             {"says": "Meta paid $14.3 billion for its stake.", "facts": ["A2.F1"]},
         ],
     }
-    model = ScriptedModel(answer((BOUGHT, ["A1.F1"]), disagreements=[invented]))
+    model = scripted(answer((BOUGHT, ["A1.F1"]), disagreements=[invented]))
     digest = await build_digest([OBSERVER, TECHBLOG], prompt, model)
 
     assert digest.disagreements == []
-    assert len(model.sent) == 1
+    assert len(model.messages) == 1
 
 
 async def test_outlets_giving_different_amounts_are_a_disagreement_found_by_the_service(prompt: Prompt) -> None:
@@ -465,7 +435,7 @@ async def test_outlets_giving_different_amounts_are_a_disagreement_found_by_the_
                         [("The city awarded Acme a contract worth $12 million on Monday.", [1])], 0.1, 2)
     courier = extraction("Courier", "The city awarded Acme a contract worth $15 million on Monday.",
                          [("The city awarded Acme a contract worth $15 million on Monday.", [1])], 0.1, 2)
-    model = ScriptedModel(answer(("The city awarded Acme a contract.", ["A1.F1", "A2.F1"]), headline="Acme wins"))
+    model = scripted(answer(("The city awarded Acme a contract.", ["A1.F1", "A2.F1"]), headline="Acme wins"))
 
     digest = await build_digest([herald, courier], prompt, model, articles=[TEXTS["Courier"], TEXTS["Herald"]])
 
@@ -477,7 +447,7 @@ async def test_outlets_giving_different_amounts_are_a_disagreement_found_by_the_
     ]
 
     # Without the texts the service reads no sentence, so it finds nothing.
-    model = ScriptedModel(answer(("The city awarded Acme a contract.", ["A1.F1", "A2.F1"]), headline="Acme wins"))
+    model = scripted(answer(("The city awarded Acme a contract.", ["A1.F1", "A2.F1"]), headline="Acme wins"))
     assert (await build_digest([herald, courier], prompt, model)).disagreements == []
 
 
@@ -491,7 +461,7 @@ async def test_sources_carry_verified_facts_rejections_and_failures(prompt: Prom
     spanish = extraction("Diario", "Meta compró el 49 por ciento de Scale AI.",
                          [("Meta compró el 49 por ciento de Scale AI.", [1])], 0.3, 13, language="es")
 
-    digest = await build_digest([observer, empty, spanish], prompt, ScriptedModel(answer((BOUGHT, ["A1.F1"]))))
+    digest = await build_digest([observer, empty, spanish], prompt, scripted(answer((BOUGHT, ["A1.F1"]))))
 
     assert [(s.outlet, s.status, s.facts, s.error) for s in digest.sources] == [
         ("Observer", "used", 2, None),
@@ -504,13 +474,13 @@ async def test_sources_carry_verified_facts_rejections_and_failures(prompt: Prom
 
 async def test_other_sources_are_listed_after_the_used_ones(prompt: Prompt) -> None:
     other = Source.of(TECHBLOG.article, status="duplicate", error="same text as TechBlog")
-    digest = await build_digest([OBSERVER], prompt, ScriptedModel(answer((BOUGHT, ["A1.F1"]))), other_sources=[other])
+    digest = await build_digest([OBSERVER], prompt, scripted(answer((BOUGHT, ["A1.F1"]))), other_sources=[other])
     assert [(s.outlet, s.status) for s in digest.sources] == [("Observer", "used"), ("TechBlog", "duplicate")]
 
 
 async def test_no_verified_fact_is_a_clear_input_error(prompt: Prompt) -> None:
     empty = OBSERVER.model_copy(update={"facts": []})
-    model = ScriptedModel()
+    model = scripted()
     with pytest.raises(InputError, match="no article of this story produced a verified fact"):
         await build_digest([empty], prompt, model)
-    assert model.sent == []  # refused before any call
+    assert model.messages == []  # refused before any call

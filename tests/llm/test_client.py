@@ -1,4 +1,4 @@
-"""service.llm.client against a real socket: the real openai client talks to tests/fault_server.py.
+"""service.llm.client against a real socket: the real openai client talks to tests/fake_openai.py.
 
 Nothing here mocks the client. Each test scripts the server's answers, makes one or two real
 ``LLMClient.complete`` calls and checks what a caller would notice: the error raised and its
@@ -11,13 +11,11 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
@@ -30,7 +28,8 @@ from service.pipeline.extract import prompt_context
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
+from tests.conftest import MakeLLM
+from tests.fake_openai import (
     MALFORMED_CONTENT,
     REFUSAL_TEXT,
     TRUNCATED_CONTENT,
@@ -38,7 +37,6 @@ from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides t
     FaultServer,
     closed_port_url,
     delay,
-    fault_server_fixture,
     insufficient_quota,
     length,
     malformed,
@@ -52,13 +50,10 @@ from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides t
 # Only the fault server on 127.0.0.1 is reachable, with or without --block-network.
 pytestmark = pytest.mark.block_network(allowed_hosts=[r"127\.0\.0\.1$"])
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 API_KEY = "test-key"
 FACTS = {"facts": [{"claim": "The city council approved a budget of $4.2 million.", "sentences": [1]}]}
 USAGE = {"prompt_tokens": 321, "completion_tokens": 45, "cached_tokens": 128}
-
-MakeLLM = Callable[..., LLMClient]
-
 
 @pytest.fixture(scope="module")
 def prompt() -> Prompt:
@@ -75,32 +70,10 @@ def messages(prompt: Prompt) -> list[dict[str, str]]:
     return prompt.messages(**prompt_context(article))
 
 
-def make_settings(base_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        # Spelled as their aliases: Settings(llm_base_url=...) is silently ignored today, see
-        # test_settings_accept_field_names_for_the_endpoint below.
-        "NEWSDIGEST_LLM_BASE_URL": base_url, "NEWSDIGEST_LLM_API_KEY": API_KEY,
-        "llm_model": "gpt-4o-mini", "llm_mode": "json_schema", "llm_max_attempts": 3,
-        "llm_retry_initial_wait_s": 0, "llm_retry_max_wait_s": 0, "llm_timeout_s": 0.5,
-    }
-    settings = Settings(**{**values, **overrides})
-    assert settings.effective_base_url == base_url  # never the embedded model's port by accident
-    return settings
-
-
-@pytest_asyncio.fixture
-async def make_llm(fault_server: FaultServer) -> AsyncIterator[MakeLLM]:
-    """Build LLMClients on the fault server (or ``base_url``); all are closed after the test."""
-    clients: list[LLMClient] = []
-
-    def make(base_url: str | None = None, **overrides: Any) -> LLMClient:
-        client = LLMClient(make_settings(base_url or fault_server.base_url, **overrides))
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
+@pytest.fixture
+def llm_settings() -> dict[str, Any]:
+    """What ``make_llm`` (tests/conftest.py: three attempts, 0.5 s, no waits) builds every client here with."""
+    return {"llm_api_key": API_KEY, "llm_model": "gpt-4o-mini", "llm_mode": "json_schema"}
 
 
 async def warm_up(llm: LLMClient, server: FaultServer, prompt: Prompt, messages: list[dict[str, str]]) -> None:

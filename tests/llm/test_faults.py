@@ -1,6 +1,6 @@
 """The fault matrix: every way an endpoint fails, through the real pipeline, seen from outside.
 
-Each row scripts tests/fault_server.py (real sockets, the real ``openai`` client inside
+Each row scripts tests/fake_openai.py (real sockets, the real ``openai`` client inside
 ``service.llm.client.LLMClient``) and runs ``service.pipeline.extract.extract_article`` or
 ``service.pipeline.story.digest_story`` as the API and the CLI do. A row states what a caller would see:
 recovered after k attempts (``provenance.calls[].attempts``), re-asked once and then exactly so
@@ -17,14 +17,13 @@ import gc
 import json
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from schemas import ArticleIn, Digest, Extraction, PreparedArticle
+from schemas import ArticleIn, PreparedArticle
 from service.errors import (
     LLMError,
     LLMHTTPError,
@@ -33,20 +32,19 @@ from service.errors import (
 from service.llm.client import LLMClient
 from service.pipeline.extract import extract_article
 from service.pipeline.text import prepare
-from service.prompts import Prompt, PromptRegistry
-from service.settings import Settings
-from tests.factories import story
-from tests.fault_server import (  # noqa: F401 - fault_server_fixture provides the fault_server fixture
+from service.prompts import Prompt
+from tests.factories import assert_digest_traceable, assert_traceable, own_fact, story
+from tests.fake_openai import (
     MALFORMED_CONTENT,
     Fault,
     FaultServer,
     closed_port_url,
     delay,
-    fault_server_fixture,
     insufficient_quota,
     length,
     malformed,
     ok,
+    prompt_name,
     refusal,
     reset,
     status,
@@ -77,19 +75,10 @@ WIRE = ArticleIn(
 )
 
 
-def settings_for(base_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "llm_base_url": base_url,
-        "llm_api_key": "test-key",
-        "llm_mode": "json_object",
-        "llm_max_attempts": MAX_ATTEMPTS,
-        "llm_retry_initial_wait_s": 0,
-        "llm_retry_max_wait_s": 0,
-        "llm_timeout_s": TIMEOUT_S,
-    }
-    settings = Settings(**{**values, **overrides})
-    assert settings.effective_base_url == base_url  # never the embedded model's port by accident
-    return settings
+@pytest.fixture
+def llm_settings() -> dict[str, Any]:
+    """What ``make_llm`` (tests/conftest.py) builds every client of this module with."""
+    return {"llm_max_attempts": MAX_ATTEMPTS, "llm_timeout_s": TIMEOUT_S}
 
 
 # --- valid answers, computed from the prepared article -----------------------------------------
@@ -101,7 +90,7 @@ def prepared(article: ArticleIn = COUNCIL) -> PreparedArticle:
 
 def fact(n: int, article: ArticleIn = COUNCIL) -> dict[str, Any]:
     """A fact that passes verification: the claim is sentence n itself, citing sentence n."""
-    return {"claim": prepared(article).sentence(n).text, "sentences": [n]}
+    return own_fact(article, n)
 
 
 def facts(*numbers: int, article: ArticleIn = COUNCIL) -> dict[str, Any]:
@@ -128,55 +117,6 @@ def digest_answer(*ids: str) -> dict[str, Any]:
     claims = {"A1.F1": fact(1)["claim"], "A1.F2": fact(2)["claim"], "A2.F1": fact(1, WIRE)["claim"]}
     statements = [{"text": claims.get(i, "The council approved the budget."), "facts": [i]} for i in ids]
     return {"headline": "Council approves $4.2 million budget", "statements": statements, "disagreements": []}
-
-
-# --- what every outcome must satisfy ------------------------------------------------------------
-
-
-def assert_traceable(extraction: Extraction, article: PreparedArticle) -> None:
-    """Every quote is the journalist's sentence it names; the result survives a JSON round trip."""
-    text = {s.n: s.text for s in article.sentences}
-    for f in extraction.facts:
-        assert f.citations, f
-        for c in f.citations:
-            assert c.quote == text[c.sentence], f
-    if extraction.sentiment:
-        for c in extraction.sentiment.citations + [c for e in extraction.sentiment.entities for c in e.citations]:
-            assert c.quote == text[c.sentence]
-    assert Extraction.model_validate_json(extraction.model_dump_json()) == extraction
-
-
-def assert_digest_traceable(digest: Digest, articles: dict[str, PreparedArticle]) -> None:
-    for statement in digest.statements:
-        assert statement.citations
-        for c in statement.citations:
-            assert c.article_id is not None
-            assert c.quote == articles[c.article_id].sentence(c.sentence).text
-    assert Digest.model_validate_json(digest.model_dump_json()) == digest
-
-
-def prompt_of(body: dict[str, Any]) -> str:
-    """Which prompt a request carries (json_object mode sends the output schema)."""
-    return str(body["response_format"]["schema"]["title"])
-
-
-@pytest.fixture
-def prompts(registry: PromptRegistry) -> dict[str, Prompt]:
-    return registry.resolve()
-
-
-@pytest_asyncio.fixture
-async def make_llm(fault_server: FaultServer) -> AsyncIterator[Callable[..., LLMClient]]:
-    clients: list[LLMClient] = []
-
-    def make(base_url: str | None = None, **overrides: Any) -> LLMClient:
-        client = LLMClient(settings_for(base_url or fault_server.base_url, **overrides))
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
 
 
 # --- the key-facts call fails in every way; the article's outcome ------------------------------
@@ -370,7 +310,7 @@ async def test_key_facts_fault(
     # Every HTTP attempt reached the server, and no more: the script is used up exactly.
     assert len(fault_server.completions) == sum(row.attempts) + 1 == len(script) + 1
     assert fault_server.remaining == 0
-    facts_requests = [r.json for r in fault_server.completions if prompt_of(r.json) == "KeyFactsDraft"]
+    facts_requests = [r.json for r in fault_server.completions if prompt_name(r.json) == "KeyFactsDraft"]
     if row.reask_says:
         first, last = facts_requests[0]["messages"], facts_requests[-1]["messages"]
         assert last[: len(first)] == first  # the re-ask extends the conversation, it does not rewrite it
@@ -601,7 +541,7 @@ async def test_story_fault(
     assert all(s.error for s in digest.sources if s.status == "failed")
     assert len(fault_server.completions) == row.requests
     assert fault_server.remaining == 0
-    assert_digest_traceable(digest, {"council-1": prepared(COUNCIL), "wire-1": prepared(WIRE)})
+    assert_digest_traceable(digest, [COUNCIL, WIRE])
 
 
 async def test_digest_endpoint_down_is_a_typed_error(
