@@ -85,10 +85,12 @@ async def article_view(session: AsyncSession, article: ArticleRecord, job: JobRe
         job = await jobs.latest_by_dedupe_key(session=session, dedupe_key=_analyze_prefix(article), prefix=True)
     status: ArticleStatus = "queued"
     error = None
-    if article.preparation == Preparation.UNUSABLE:
-        status, error = "failed", article.preparation_error
-    elif job is not None and job.status == JobStatus.RUNNING:
+    if job is not None and job.status == JobStatus.RUNNING:
+        # Its job marks an unusable article first and fails a moment later, in its own transaction: until
+        # then the article is as running as its job, so the two never disagree.
         status = "running"
+    elif article.preparation == Preparation.UNUSABLE:
+        status, error = "failed", article.preparation_error
     elif job is not None and job.status == JobStatus.FAILED:
         status, error = "failed", job.error
     return ArticleView(status=status, error=error, job=job_view(job) if job is not None else None, **common)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from service.prompts import PromptRegistry
-from tests.api.conftest import Api
 from tests.factories import analysis, article, facts_answer
 from tests.fake_openai import ok
+from tests.running_app import Api
 
 
 async def test_submit_queues_the_analysis_and_the_article_shows_its_facts(any_db_api: Api,

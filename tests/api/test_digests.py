@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import API_KEY, Api
 from tests.factories import analysis, article, digest_answer
 from tests.fake_openai import delay, malformed
+from tests.running_app import API_KEY, Api
 
 STORY = "council-budget"
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.api.conftest import Api
 from tests.factories import article
+from tests.running_app import Api
 
 PROBLEM = "application/problem+json"
 SECRET_TEXT = "Confidential draft: the minister resigns tomorrow"

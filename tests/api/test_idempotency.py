@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from service.settings import Settings
-from tests.api.conftest import Api, open_api
 from tests.factories import analysis, article, digest_answer
 from tests.fake_openai import FaultServer, delay
+from tests.running_app import Api, open_api
 
 KEY = {"Idempotency-Key": "cms-retry-7f3a"}
 

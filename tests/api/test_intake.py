@@ -11,10 +11,10 @@ import pytest
 from schemas import PreparedArticle
 from service.pipeline import text
 from service.settings import Settings
-from tests.api.conftest import Api, open_api
 from tests.factories import analysis, article, digest_answer
 from tests.fake_openai import FaultServer
-from tests.webhooks.conftest import SECRET, event, signed
+from tests.running_app import Api, open_api
+from tests.signing import SECRET, event, signed
 
 
 class Preparations:

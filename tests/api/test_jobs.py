@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from service.settings import Settings
-from tests.api.conftest import Api, open_api
 from tests.factories import analysis, article
 from tests.fake_openai import FaultServer, delay, status
+from tests.running_app import Api, open_api
 
 
 async def test_a_job_whose_model_always_answers_500_fails_with_attempts_and_error(api: Api) -> None:

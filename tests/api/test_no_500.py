@@ -31,10 +31,10 @@ from service.article_files import load_article
 from service.errors import InputError
 from service.settings import Settings
 from service.store.models import IdempotencyKey
-from tests.api.conftest import API_KEY, Api, open_api
 from tests.factories import article
 from tests.fake_openai import FaultServer
 from tests.processes import free_port
+from tests.running_app import API_KEY, Api, open_api
 
 PROBLEM = "application/problem+json"
 SECRET_TEXT = "Confidential draft: the minister resigns tomorrow"

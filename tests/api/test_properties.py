@@ -30,8 +30,8 @@ from sqlalchemy import func, select
 from service.api import create_app
 from service.settings import Settings
 from service.store.models import Base
-from tests.api.conftest import API_KEY
-from tests.webhooks.conftest import signed
+from tests.running_app import API_KEY
+from tests.signing import signed
 
 MAX_EXAMPLES = 100
 SECRET = "whsec_" + base64.b64encode(b"newsdigest-property-test-secret!").decode()

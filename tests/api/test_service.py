@@ -11,9 +11,9 @@ from service.api import create_app
 from service.errors import ConfigError
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from tests.api.conftest import Api, open_api
 from tests.factories import analysis, article, facts_answer, neutral
 from tests.fake_openai import FaultServer, closed_port_url, ok
+from tests.running_app import Api, open_api
 
 
 async def test_healthz_answers_without_a_key(api: Api) -> None:

@@ -33,8 +33,10 @@ from schemas import (
     Source,
     Statement,
     StorySentiment,
+    Usage,
 )
 from service.pipeline.render import digest_html, digest_json, digest_markdown, extraction_markdown, md_escape
+from tests import factories
 
 CHROMIUM = Path("/usr/bin/chromium")
 EVIL = "<script>alert(1)</script> [click me](javascript:alert(1))"
@@ -417,6 +419,22 @@ def test_provenance_counts_repaired_items() -> None:
     ex.provenance["key_facts"].repaired = 2
     assert (r"- key\_facts@2 · model qwen2.5-coder-1.5b (json\_object) · 2 calls · 2,550 tokens in / 590 out"
             " · 26.3 s · 1 re-ask · 2 repaired · 1 rejected") in extraction_markdown(ex).splitlines()
+
+
+def test_the_digest_shows_what_every_call_behind_it_cost_when_every_price_is_known() -> None:
+    digest = factories.digest()
+    priced = [factories.call_usage(cost_usd=0.0012), factories.call_usage(cost_usd=0.0003, latency_ms=600)]
+    digest.usage = Usage.of(priced)
+    line = ("Every call behind it, the sources' analyses included: 2 calls · 1,800 tokens in / 240 out · 2.0 s"
+            " · $0.0015")
+    digest.provenance = PromptProvenance(prompt="digest@3", prompt_hash="h", model="gpt-4o-mini", mode="json_schema",
+                                         calls=priced[1:])
+    assert line in digest_markdown(digest).splitlines()
+    assert '<p class="note">Every call behind it' in digest_html(digest)
+    assert "2 calls · 1,800 tokens in / 240 out · 2.0 s · $0.0015</p>" in digest_html(digest)
+    # One call of a model without a price (the embedded one, an own server's): no dollar figure at all.
+    digest.usage = Usage.of([*priced, factories.call_usage(cost_usd=None)])
+    assert "$" not in digest_markdown(digest).split("Every call behind it")[1]
 
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

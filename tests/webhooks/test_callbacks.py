@@ -22,7 +22,8 @@ from service import callbacks
 from service.settings import Settings
 from tests.factories import analysis, article, digest_answer
 from tests.fake_openai import FaultServer, closed_port_url
-from tests.webhooks.conftest import API_KEY, CALLBACK_SECRET, Hooks, open_hooks, verify
+from tests.running_app import API_KEY, Hooks, open_hooks
+from tests.signing import CALLBACK_SECRET, verify
 
 STORY = "council-budget"
 
@@ -270,7 +271,7 @@ async def test_the_cms_event_its_jobs_model_calls_and_callback_are_one_trace(hoo
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from service import tracing
-    from tests.webhooks.conftest import event, signed
+    from tests.signing import event, signed
 
     exporter = InMemorySpanExporter()
     tracing.configure(Settings(), exporter=exporter)

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.factories import article
-from tests.webhooks.conftest import OTHER_SECRET, SECRET, Hooks, event, sign, signed
+from tests.running_app import Hooks
+from tests.signing import OTHER_SECRET, SECRET, event, sign, signed
 
 EMPTY = {"articles": 0, "jobs": 0, "webhook_deliveries": 0}
 
@@ -117,7 +118,7 @@ async def test_replayed_id_is_a_duplicate_and_queues_nothing(any_db_idle_hooks: 
 
 
 async def test_oversized_body_is_refused(sqlite_url: str, hook_settings: Any, fault_server: Any) -> None:
-    from tests.webhooks.conftest import open_hooks
+    from tests.running_app import open_hooks
 
     async for hooks in open_hooks(hook_settings(sqlite_url, run_worker=False, max_request_bytes=2_000), fault_server):
         body = _published(body="More words here. " * 200)

@@ -17,7 +17,7 @@ from service.store.models import utcnow
 from service.webhooks import DeliveryJanitor
 from tests.factories import analysis, article, digest_answer, facts_answer
 from tests.fake_openai import FaultServer, delay
-from tests.webhooks.conftest import Hooks, open_hooks
+from tests.running_app import Hooks, open_hooks
 
 STORY = "council-budget"
 
