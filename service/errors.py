@@ -6,6 +6,7 @@ exactly one place (a problem+json body, or one line and an exit code)::
     NewsdigestError                 base; carries a stable problem ``type`` and an HTTP status
     ├── InputError                  the caller's fault: the article or request is unusable (4xx)
     │   ├── EmptyArticleError       nothing readable left after preparing the text
+    │   ├── UnusableArticle         a stored article its analysis job found nothing to analyse in
     │   ├── ArticleTooLargeError     body over the configured size (413)
     │   ├── UndecodableArticleError bytes that are not text in any encoding we accept
     │   ├── NotFoundError           an article, digest, story or job id that does not exist (404)
@@ -68,6 +69,10 @@ class EmptyArticleError(InputError):
 
     type = PROBLEM_TYPE + "empty-article"
     title = "Article has no readable text"
+
+
+class UnusableArticle(InputError):
+    """Raised by an analysis job when the article's text holds nothing to analyse; the article keeps the reason."""
 
 
 class ArticleTooLargeError(InputError):

@@ -23,8 +23,8 @@ import structlog
 
 from schemas import Digest, Extraction, Source
 from service import metrics
-from service.errors import InputError, LLMError, LLMOutputError, NewsdigestError, NotFoundError
-from service.jobs.context import JobContext, Payload, Result, Task
+from service.errors import InputError, LLMError, LLMOutputError, NewsdigestError, NotFoundError, UnusableArticle
+from service.jobs.context import JobContext, Payload, Result
 from service.pipeline.extract import extract_article
 from service.pipeline.story import StoryArticle, StoryOptions, digest_story
 from service.pipeline.text import prepare
@@ -111,10 +111,6 @@ async def _load(ctx: JobContext, article_ids: list[str]) -> list[ArticleRecord]:
     if missing:
         raise NotFoundError(f"unknown article id(s): {', '.join(missing)}", article_ids=missing)
     return [record for record in found if record is not None]
-
-
-class UnusableArticle(InputError):
-    """Raised when an article's text holds nothing to analyse; the article keeps the reason."""
 
 
 #: How often an article that keeps changing under its job is prepared again before the job gives up
@@ -246,5 +242,3 @@ async def build_digest(ctx: JobContext, payload: Payload) -> Result:
              statements=len(result.statements), failed_sources=failed)
     return {"digest_id": digest_id, "story_id": story_id, "cache_hit": store.hit}
 
-
-TASKS: dict[str, Task] = {"analyze_article": analyze_article, "build_digest": build_digest}
