@@ -1,6 +1,6 @@
 """Reproducible performance run: ``python -m benchmarks.run`` (``make bench``), about six minutes.
 
-In one run, side by side, against ``benchmarks/latency_stub.py`` (a fixed delay per call, valid
+In one run, side by side, against ``tests/fake_openai.py`` in its computed mode (a fixed delay per call, valid
 answers; started here as a subprocess on 127.0.0.1):
 
 (a) wall time of a story digest (``service.pipeline.story.digest_story``) of 5 and 20 synthetic articles,
@@ -12,7 +12,7 @@ answers; started here as a subprocess on 127.0.0.1):
     delay, and ``CallUsage.queue_ms`` (the wait for a concurrency slot), apart;
 (c) prompt size per article and prompt against the article's own length (characters, and the
     stub's prompt_tokens = characters / 4);
-(d) tokens per call recorded from the real embedded model in ``cassettes/test_pipeline/*.yaml``;
+(d) tokens per call recorded from the real embedded model in ``cassettes/test_gold_stories/*.yaml`` (the gold stories);
 (e)-(g) the running service from a second process (``benchmarks/service_load.py``): API overhead
     per request, a webhook burst processed exactly once, an unchanged article re-submitted;
 (h) the intake under a burst on SQLite and on PostgreSQL (``benchmarks/intake.py``): accepted events
@@ -59,7 +59,7 @@ from tests.fake_openai import prompt_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
-CASSETTES = ROOT / "cassettes" / "test_pipeline"
+CASSETTES = ROOT / "cassettes" / "test_gold_stories"
 DELAY_S = 0.5
 CONCURRENCY = 8
 REASK_MARKER = "(corrected)"
@@ -412,7 +412,7 @@ def markdown(runs: list[dict[str, Any]], sizes: dict[str, Any], cassettes: dict[
             )
     lines += [
         "",
-        f"### (d) Recorded embedded-model calls (cassettes/test_pipeline: {len(cassettes['cassettes'])} cassettes)",
+        f"### (d) Recorded embedded-model calls (cassettes/test_gold_stories: {len(cassettes['cassettes'])} cassettes)",
         "",
         "| prompt | calls | re-asks | prompt tokens (median / max) | completion tokens (median) | "
         "chars per prompt token | finish |",

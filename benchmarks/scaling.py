@@ -3,7 +3,7 @@
 Not a test. Each run gets a fresh PostgreSQL database (cloned from one migrated template), starts
 W real ``newsdigest worker`` processes on the procrastinate backend, waits until they have
 registered, then queues ``--per-worker`` x W article analyses in one transaction and times them
-from that commit to the last job's finish. The model is ``benchmarks.latency_stub``: every call
+from that commit to the last job's finish. The model is ``tests.fake_openai`` in its computed mode: every call
 answers after ``--delay`` seconds, so the work is waiting on the model, as with a hosted endpoint,
 and ideal scaling is linear: W workers should do W times what one does. The table gives the ratio.
 

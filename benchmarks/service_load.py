@@ -1,6 +1,6 @@
 """The running service measured from a second process: ``python -m benchmarks.service_load``.
 
-Starts ``benchmarks.latency_stub`` and ``newsdigest serve`` (uvicorn with its in-process worker, on a
+Starts ``tests.fake_openai`` (computed answers) and ``newsdigest serve`` (uvicorn with its in-process worker, on a
 fresh SQLite file unless ``--database-url``) as subprocesses, then, from this process over loopback:
 
 (e) the API's own cost per request, no model in the path: ``GET /healthz``, ``POST /v1/articles``
