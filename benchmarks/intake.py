@@ -91,7 +91,8 @@ def serve(database_url: str, port: int) -> None:
 
     async def lag_route(reset: int = 0) -> dict[str, Any]:
         """The lag since the last reset, and this process's CPU seconds so far; ``?reset=1`` starts anew."""
-        found = {**lag.summary(), "cpu_s": time.process_time()}
+        times = os.times()
+        found = {**lag.summary(), "cpu_s": time.process_time(), "cpu_system_s": times.system}
         if reset:
             lag.reset()
         return found
@@ -210,9 +211,40 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
             "p99_ms": round(ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))], 1), "max_ms": round(ms[-1], 1)}
 
 
-async def phase(port: int, requests: list[bytes], concurrency: int, expect: set[str]) -> dict[str, Any]:
-    """Send ``requests`` with ``concurrency`` in flight (one connection each); latency per request."""
+def database_cpu_s(database: str | None) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving ``database`` on this machine (from ``/proc``).
+
+    A backend's process title names its database (``postgres: 15/main: user database host state``).
+    PostgreSQL's shared processes (WAL writer, checkpointer) are left out: other databases use them too.
+    """
+    if database is None or not Path("/proc").is_dir():
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+            if len(title) < 4 or title[0] != "postgres:" or database not in title[3:5]:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        found[int(proc.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return found
+
+
+async def phase(port: int, requests: list[bytes], concurrency: int, expect: set[str],
+                database: str | None = None) -> dict[str, Any]:
+    """Send ``requests`` with ``concurrency`` in flight (one connection each); latency per request.
+
+    CPU per request: the server process's (and how much of it the kernel's), this load generator's,
+    and, on PostgreSQL, that of the backends serving the benchmark's database.
+    """
     await lag_read(port, reset=True)
+    backends = database_cpu_s(database)
+    client_cpu = time.process_time()
     before = await lag_read(port, reset=True)
     pending = iter(requests)
     samples: list[float] = []
@@ -233,10 +265,17 @@ async def phase(port: int, requests: list[bytes], concurrency: int, expect: set[
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - started
     after = await lag_read(port, reset=True)
+    client_ms = (time.process_time() - client_cpu) * 1000 / len(requests)
+    spent = database_cpu_s(database)
+    database_ms = (sum(cpu - backends.get(pid, 0.0) for pid, cpu in spent.items()) * 1000 / len(requests)
+                   if database is not None else None)
     cpu_ms = (after["cpu_s"] - before["cpu_s"]) * 1000 / len(requests)
+    system_ms = (after["cpu_system_s"] - before["cpu_system_s"]) * 1000 / len(requests)
     unexpected = {k: v for k, v in answers.items() if k not in expect}
     return {"requests": len(requests), "concurrency": concurrency, "wall_s": round(wall, 2),
             "per_s": round(len(requests) / wall, 1), **percentiles(samples), "server_cpu_ms": round(cpu_ms, 2),
+            "server_cpu_system_ms": round(system_ms, 2), "client_cpu_ms": round(client_ms, 2),
+            "database_cpu_ms": None if database_ms is None else round(database_ms, 2),
             "lag": {k: after[k] for k in ("samples", "max_ms", "p99_ms", "p50_ms", "over_10ms", "cpu_max_ms",
                                           "gc_max_ms", "gc_runs", "step_max_ms", "step_max_what", "step_cpu_max_ms",
                                           "step_cpu_max_what")},
@@ -244,21 +283,24 @@ async def phase(port: int, requests: list[bytes], concurrency: int, expect: set[
 
 
 async def measure(database: str, url: str, args: argparse.Namespace, log: Path) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
     proc, port = start_server(url, log)
+    db = make_url(url).database if make_url(url).get_backend_name() == "postgresql" else None
     try:
         # Warm-up: imports, the first statements compiled, the pool's connections opened.
         warm = webhook_requests(10_000_000, 300, args.stories)
-        await phase(port, warm, args.concurrency, {"202 accepted"})
-        await phase(port, article_requests(10_000_000, 100, args.stories), args.concurrency, {"202 queued"})
+        await phase(port, warm, args.concurrency, {"202 accepted"}, db)
+        await phase(port, article_requests(10_000_000, 100, args.stories), args.concurrency, {"202 queued"}, db)
         burst = webhook_requests(0, args.events, args.stories)
         result = {
             "database": database,
             "webhook_sequential": await phase(port, webhook_requests(5_000_000, args.sequential, args.stories), 1,
-                                              {"202 accepted"}),
-            "webhook_burst": await phase(port, burst, args.concurrency, {"202 accepted"}),
-            "webhook_replay": await phase(port, burst, args.concurrency, {"202 duplicate"}),
+                                              {"202 accepted"}, db),
+            "webhook_burst": await phase(port, burst, args.concurrency, {"202 accepted"}, db),
+            "webhook_replay": await phase(port, burst, args.concurrency, {"202 duplicate"}, db),
             "articles_burst": await phase(port, article_requests(20_000_000, args.events, args.stories),
-                                          args.concurrency, {"202 queued"}),
+                                          args.concurrency, {"202 queued"}, db),
         }
     finally:
         proc.send_signal(signal.SIGINT)
@@ -314,16 +356,19 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"### Intake: one API process, no worker ({result['events']} distinct ~1,500-character articles per "
              f"burst, {result['concurrency']} in flight, keep-alive loopback client in another process)", "",
              "| database | requests | in flight | requests/s | p50 ms | p99 ms | max ms | server CPU ms/request | "
-             "loop lag ms: max / p99 | longest single step ms: wall / CPU | answers |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+             "CPU ms/request: PostgreSQL / load generator | loop lag ms: max / p99 | "
+             "longest single step ms: wall / CPU | answers |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     names = {"webhook_sequential": "webhook, one at a time", "webhook_burst": "webhook, new events",
              "webhook_replay": "webhook, same webhook-ids again", "articles_burst": "`POST /v1/articles`, new"}
     for r in result["results"]:
         for key, label in names.items():
             p = r[key]
             answers = ", ".join(f"{v} x {k}" for k, v in p["answers"].items())
+            database_ms = "–" if p.get("database_cpu_ms") is None else p["database_cpu_ms"]
             lines.append(f"| {r['database']} | {label} | {p['concurrency']} | {p['per_s']:.0f} | {p['p50_ms']} | "
-                         f"{p['p99_ms']} | {p['max_ms']} | {p['server_cpu_ms']} | {p['lag']['max_ms']} / "
+                         f"{p['p99_ms']} | {p['max_ms']} | {p['server_cpu_ms']} | {database_ms} / "
+                         f"{p.get('client_cpu_ms', '–')} | {p['lag']['max_ms']} / "
                          f"{p['lag']['p99_ms']} | {p['lag']['step_max_ms']} / {p['lag']['step_cpu_max_ms']} | "
                          f"{answers} |")
     if result["failures"]:

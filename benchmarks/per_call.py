@@ -1,6 +1,6 @@
 """What one model call costs the service beyond the call itself: ``python -m benchmarks.per_call``.
 
-Side by side in one run, against ``benchmarks/latency_stub.py`` answering at once (``--delay 0``):
+Side by side in one run, against ``tests/fake_openai.py`` answering at once (``--delay 0``):
 
 - **ours**: ``service.pipeline.extract.extract_facts`` on a prepared 20-sentence article, through the
   real ``LLMClient`` (the prompt rendered, the request built, the semaphore, the retry policy, the
@@ -81,6 +81,14 @@ async def _timed(call: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
 
 async def run(calls: int = CALLS) -> dict[str, Any]:
     stub, port = latency_stub.spawn("--delay", "0")
+    try:
+        return await _measure(port, calls)
+    finally:  # whatever failed, the stub does not outlive the run
+        stub.terminate()
+        stub.wait(timeout=10)
+
+
+async def _measure(port: int, calls: int) -> dict[str, Any]:
     base_url = f"http://127.0.0.1:{port}/v1"
     settings = Settings(llm_base_url=base_url, llm_api_key="bench", llm_model="latency-stub", llm_mode="json_object",
                         llm_max_concurrency=4, llm_timeout_s=30)
@@ -91,7 +99,10 @@ async def run(calls: int = CALLS) -> dict[str, Any]:
     ours = LLMClient(settings)
     plain = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=30)
     # The very request ours sends, built once: the plain client pays nothing for rendering or schemas.
-    request = ours._request(prompt, messages)
+    from service.llm.request import chat_request
+
+    request = chat_request(prompt, messages, model=ours.model, mode=ours.mode, strict=ours.strict,
+                           temperature=settings.llm_temperature)
 
     async def plain_call() -> None:
         answer = await plain.chat.completions.create(**request)
@@ -122,8 +133,6 @@ async def run(calls: int = CALLS) -> dict[str, Any]:
         gc.unfreeze()
         await ours.close()
         await plain.close()
-        stub.terminate()
-        stub.wait(timeout=10)
 
     def minus(a: list[float], b: list[float]) -> list[float]:
         return [x - y for x, y in zip(a, b, strict=True)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from itertools import combinations
 
 from schemas import EntitySentimentDraft, FactDraft, PreparedArticle, Sentence, SentenceQuote, SentimentDraft
@@ -50,33 +51,59 @@ say according reported reports report new one two also its it's has have will wo
 )
 
 
+# The checks read the same texts again and again (an article's sentences for every claim citing them, in
+# every re-ask and repair, and a claim against each kept one), so what they read of a text is kept for the
+# most recent texts. Kept as frozensets: the public functions hand out copies, which callers may change.
+_CACHED = 4096
+_THOUSANDS = re.compile(r",(?=\d{3}\b)")
+_MAY = re.compile(r"\bmay\s+\d|\d\s+may\b")
+
+
+@lru_cache(maxsize=_CACHED)
 def _fold(text: str) -> str:
     """Lower case without accents, curly quotes made straight: comparisons ignore typography."""
+    if text.isascii():  # nothing to decompose, no accent or curly quote: what the general case gives
+        return text.lower()
     text = unicodedata.normalize("NFKD", text).replace("’", "'").replace("‘", "'")
     return "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
 
 
-def numbers_in(text: str) -> set[str]:
-    """Numbers as written, thousands separators dropped: '1,117,320' -> '1117320', '14.3' stays."""
+@lru_cache(maxsize=_CACHED)
+def _numbers(text: str) -> frozenset[str]:
     found = set()
     for raw in _NUMBER.findall(text):
-        value = re.sub(r",(?=\d{3}\b)", "", raw).rstrip(".,")
+        value = _THOUSANDS.sub("", raw).rstrip(".,")
         found.add(value.lstrip("0") or "0")
-    return found
+    return frozenset(found)
 
 
-def months_in(text: str) -> set[str]:
+@lru_cache(maxsize=_CACHED)
+def _months(text: str) -> frozenset[str]:
     folded = _fold(text)
     words = set(_WORD.findall(folded))
     found = {m for m in MONTHS if m != "may" and (m in words or m[:3] in words)}
-    if re.search(r"\bmay\s+\d|\d\s+may\b", folded):  # "may" is a month only next to a day number
+    if _MAY.search(folded):  # "may" is a month only next to a day number
         found.add("may")
-    return found
+    return frozenset(found)
+
+
+@lru_cache(maxsize=_CACHED)
+def _words(text: str) -> frozenset[str]:
+    return frozenset(w[:5] for w in _WORD.findall(_fold(text)) if len(w) > 2 and w not in _STOPWORDS)
+
+
+def numbers_in(text: str) -> set[str]:
+    """Numbers as written, thousands separators dropped: '1,117,320' -> '1117320', '14.3' stays."""
+    return set(_numbers(text))
+
+
+def months_in(text: str) -> set[str]:
+    return set(_months(text))
 
 
 def content_words(text: str) -> set[str]:
     """Stems (first 5 letters) of words that carry meaning."""
-    return {w[:5] for w in _WORD.findall(_fold(text)) if len(w) > 2 and w not in _STOPWORDS}
+    return set(_words(text))
 
 
 def citation_problems(numbers: list[int], article: PreparedArticle) -> list[str]:
@@ -97,10 +124,10 @@ def citation_problems(numbers: list[int], article: PreparedArticle) -> list[str]
 
 def closest(text: str, candidates: dict[str, str]) -> str | None:
     """The candidate whose words best cover ``text``, if it covers enough of them to state it."""
-    words = content_words(text)
+    words = _words(text)
     if not words:
         return None
-    scored = [(len(words & content_words(value)) / len(words), key) for key, value in candidates.items()]
+    scored = [(len(words & _words(value)) / len(words), key) for key, value in candidates.items()]
     best_score, best = max(scored, default=(0.0, None))
     return best if best_score >= MIN_OVERLAP else None
 
@@ -112,13 +139,13 @@ def repeats(claim: str, numbers: list[int], kept: list[tuple[str, list[int]]]) -
     their words or numbers. A small model's second wording of one fact shares nearly all its words
     and adds no number.
     """
-    words = content_words(claim)
+    words = _words(claim)
     for other, other_numbers in kept:
         if claim.casefold().split() == other.casefold().split():
             return True
-        if sorted(other_numbers) != sorted(numbers) or not numbers_in(claim) <= numbers_in(other):
+        if sorted(other_numbers) != sorted(numbers) or not _numbers(claim) <= _numbers(other):
             continue
-        theirs = content_words(other)
+        theirs = _words(other)
         if words and theirs and len(words & theirs) / min(len(words), len(theirs)) >= REPEAT_OVERLAP:
             return True
     return False
@@ -143,22 +170,22 @@ def _claim_problems(claim: str, numbers: list[int], article: PreparedArticle) ->
     if problems:
         return problems
     cited = " ".join(article.sentence(n).text for n in numbers)
-    missing = sorted(numbers_in(claim) - numbers_in(cited))
+    missing = sorted(_numbers(claim) - _numbers(cited))
     if missing:
         problems.append(f"the number(s) {', '.join(missing)} do not appear in sentence(s) {_list(numbers)}")
-    missing_months = sorted(months_in(claim) - months_in(cited))
+    missing_months = sorted(_months(claim) - _months(cited))
     if missing_months:
         problems.append(f"the date(s) {', '.join(missing_months)} do not appear in sentence(s) {_list(numbers)}")
-    words = content_words(claim)
+    words = _words(claim)
     if words:
-        overlap = len(words & content_words(cited)) / len(words)
+        overlap = len(words & _words(cited)) / len(words)
         if overlap < MIN_OVERLAP:
             problems.append(f"sentence(s) {_list(numbers)} do not state this claim (too few of its words appear there)")
         elif len(numbers) > 1:
             padding = [
                 n
                 for n in numbers
-                if len(words & content_words(article.sentence(n).text)) / len(words) < MIN_SENTENCE_SHARE
+                if len(words & _words(article.sentence(n).text)) / len(words) < MIN_SENTENCE_SHARE
             ]
             if padding:
                 problems.append(
@@ -182,16 +209,16 @@ def repair(claim: str, numbers: list[int], article: PreparedArticle) -> list[int
     never edited: only its citation moves, to one sentence, or two or three together, that pass
     every check a cited claim must pass. Among equals, the sentences nearest the cited ones win.
     """
-    words = content_words(claim)
-    needed = numbers_in(claim) | months_in(claim)
+    words = _words(claim)
+    needed = _numbers(claim) | _months(claim)
     if not words:
         return None
     near = min(numbers) if numbers else 1
 
     def score(s: Sentence) -> tuple[int, float, int]:
         text = s.text
-        carried = len(needed & (numbers_in(text) | months_in(text)))
-        return carried, len(words & content_words(text)) / len(words), -abs(s.n - near)
+        carried = len(needed & (_numbers(text) | _months(text)))
+        return carried, len(words & _words(text)) / len(words), -abs(s.n - near)
 
     ranked = sorted(article.sentences, key=score, reverse=True)[:_REPAIR_CANDIDATES]
     for size in (1, 2, 3):
@@ -249,12 +276,12 @@ def support_problems(text: str, ids: list[str], evidence: dict[str, str], *, min
         return [f"unknown fact id(s) {', '.join(unknown)}; cite only ids listed in the articles"]
     cited = " ".join(evidence[i] for i in ids)
     problems = []
-    if missing := sorted(numbers_in(text) - numbers_in(cited)):
+    if missing := sorted(_numbers(text) - _numbers(cited)):
         problems.append(f"the number(s) {', '.join(missing)} are not in the cited facts {', '.join(ids)}")
-    if missing_months := sorted(months_in(text) - months_in(cited)):
+    if missing_months := sorted(_months(text) - _months(cited)):
         problems.append(f"the date(s) {', '.join(missing_months)} are not in the cited facts {', '.join(ids)}")
-    words = content_words(text)
-    if words and len(words & content_words(cited)) / len(words) < min_overlap:
+    words = _words(text)
+    if words and len(words & _words(cited)) / len(words) < min_overlap:
         problems.append(f"the cited facts {', '.join(ids)} do not support this text")
     return problems
 
@@ -277,14 +304,14 @@ def stating(text: str, ids: list[str], evidence: dict[str, str]) -> list[str]:
     footnote that says something else and an outlet that does not report it. Unknown ids stay, so
     they are reported as such; if no id carries anything, all stay and the statement fails its check.
     """
-    words, numbers = content_words(text), numbers_in(text)
+    words, numbers = _words(text), _numbers(text)
 
     def carries(fact_id: str) -> bool:
         if fact_id not in evidence:
             return True
-        if numbers & numbers_in(evidence[fact_id]):
+        if numbers & _numbers(evidence[fact_id]):
             return True
-        return bool(words) and len(words & content_words(evidence[fact_id])) / len(words) >= MIN_SENTENCE_SHARE
+        return bool(words) and len(words & _words(evidence[fact_id])) / len(words) >= MIN_SENTENCE_SHARE
 
     kept = [i for i in ids if carries(i)]
     return kept or ids
@@ -294,8 +321,8 @@ def same_report(sides: list[str]) -> bool:
     """True when every pair of sides says the same thing in nearly the same words."""
     for k, first in enumerate(sides):
         for second in sides[k + 1 :]:
-            a, b = content_words(first), content_words(second)
-            na, nb = numbers_in(first) | months_in(first), numbers_in(second) | months_in(second)
+            a, b = _words(first), _words(second)
+            na, nb = _numbers(first) | _months(first), _numbers(second) | _months(second)
             similar = len(a & b) / max(1, len(a | b)) >= SAME_SIDE_OVERLAP
             if not (similar and (na <= nb or nb <= na)):
                 return False

@@ -13,6 +13,8 @@ published digests keep a source to show.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,9 +26,23 @@ from schemas import ArticleIn, ArticleRef, PreparedArticle, Sentence
 from service.store import _dialect
 from service.store.models import Article, Preparation, UTCDateTime, new_id, utcnow
 
-__all__ = ["ArticleNotPrepared", "ArticleRecord", "Preparation", "Received", "get_article", "get_article_by_cms_id",
-           "list_by_story", "mark_deleted", "mark_unusable", "save_article", "save_prepared", "save_received",
-           "source_hash"]
+__all__ = [
+    "ArticleNotPrepared",
+    "ArticleRecord",
+    "Preparation",
+    "Received",
+    "Receiving",
+    "get_article",
+    "get_article_by_cms_id",
+    "list_by_story",
+    "mark_deleted",
+    "mark_unusable",
+    "save_article",
+    "save_prepared",
+    "save_received",
+    "save_received_many",
+    "source_hash",
+]
 
 
 class ArticleNotPrepared(RuntimeError):
@@ -212,16 +228,18 @@ _KEPT = ", ".join(f"{c} = CASE WHEN articles.source_hash = excluded.source_hash 
 # second, and building and cache-keying the equivalent construct costs several times the statement itself.
 # The same text on both databases (SQLite has had upserts with RETURNING since 3.35). A NULL cms_id never
 # conflicts: an article without one is always new. Only constants are formatted in, never a value.
-_RECEIVE = f"""
-INSERT INTO articles (id, cms_id, story_id, outlet, title, url, published_at, language, content_hash, text,
+_COLUMNS = """id, cms_id, story_id, outlet, title, url, published_at, language, content_hash, text,
                       sentences, preparation, preparation_error, body, content_type, source_hash, deleted_at,
-                      created_at, updated_at)
-VALUES (:id, :cms_id, :story_id, :outlet, :title, :url, :published_at, :language, '', '', '[]',
-        '{Preparation.PENDING.value}', NULL, :body, :content_type, :source_hash, NULL, :now, :now)
-ON CONFLICT (cms_id) DO UPDATE SET
+                      created_at, updated_at"""
+_UPSERT = f"""ON CONFLICT (cms_id) DO UPDATE SET
     story_id = coalesce(excluded.story_id, articles.story_id), url = excluded.url,
     published_at = excluded.published_at, language = excluded.language, deleted_at = NULL,
-    updated_at = excluded.updated_at, {_KEPT}, source_hash = excluded.source_hash
+    updated_at = excluded.updated_at, {_KEPT}, source_hash = excluded.source_hash"""
+_RECEIVE = f"""
+INSERT INTO articles ({_COLUMNS})
+VALUES (:id, :cms_id, :story_id, :outlet, :title, :url, :published_at, :language, '', '', '[]',
+        '{Preparation.PENDING.value}', NULL, :body, :content_type, :source_hash, NULL, :now, :now)
+{_UPSERT}
 RETURNING id, story_id, source_hash, preparation"""  # noqa: S608
 # PostgreSQL evaluates a subquery in RETURNING on the rows as they were before the statement, so the
 # story the article is leaving comes back with the same round trip. SQLite documents no such thing:
@@ -231,6 +249,43 @@ _TIMES = (bindparam("published_at", type_=UTCDateTime()), bindparam("now", type_
 _RECEIVE_POSTGRESQL = text(f"{_RECEIVE}, ({_REPLACED}) AS replaced_story_id").bindparams(*_TIMES)
 _RECEIVE_SQLITE = text(f"{_RECEIVE}, NULL AS replaced_story_id").bindparams(*_TIMES)
 _REPLACED_SQLITE = text(_REPLACED)
+# The same upsert for many articles in one statement: the rows as arrays (PostgreSQL) or as one JSON array
+# (SQLite), so the text does not depend on how many there are and is prepared once. In a SELECT, unlike in
+# VALUES, PostgreSQL types an untyped literal as text: the JSON and timestamp columns get theirs by CAST.
+_FIELDS = ("id", "cms_id", "story_id", "outlet", "title", "url", "published_at", "language", "body", "content_type",
+           "source_hash", "now")
+_ARRAYS = ("varchar", "varchar", "varchar", "varchar", "text", "text", "timestamptz", "varchar", "text", "varchar",
+           "varchar", "timestamptz")
+_RECEIVE_MANY_POSTGRESQL = text(f"""
+INSERT INTO articles ({_COLUMNS})
+SELECT r.id, r.cms_id, r.story_id, r.outlet, r.title, r.url, r.published_at, r.language, '', '', CAST('[]' AS jsonb),
+       '{Preparation.PENDING.value}', CAST(NULL AS text), r.body, r.content_type, r.source_hash,
+       CAST(NULL AS timestamptz), r.now, r.now
+FROM unnest({", ".join(f"CAST(:{f} AS {t}[])" for f, t in zip(_FIELDS, _ARRAYS, strict=True))})
+     AS r({", ".join(_FIELDS)})
+{_UPSERT}
+RETURNING id, cms_id, story_id, source_hash, preparation,
+    (SELECT old.story_id FROM articles AS old WHERE old.cms_id = articles.cms_id AND old.deleted_at IS NULL)
+    AS replaced_story_id""")  # noqa: S608
+_RECEIVE_MANY_SQLITE = text(f"""
+INSERT INTO articles ({_COLUMNS})
+SELECT {", ".join(f"json_extract(value, '$[{n}]')" for n in range(8))}, '', '', '[]', '{Preparation.PENDING.value}',
+       NULL, {", ".join(f"json_extract(value, '$[{n}]')" for n in range(8, 11))}, NULL, json_extract(value, '$[11]'),
+       json_extract(value, '$[11]')
+FROM json_each(:rows) WHERE true
+{_UPSERT}
+RETURNING id, cms_id, story_id, source_hash, preparation, NULL AS replaced_story_id""")  # noqa: S608
+# (The WHERE: SQLite's parser would otherwise take ON CONFLICT for a join's ON.)
+_REPLACED_MANY_SQLITE = text(
+    "SELECT cms_id, story_id FROM articles WHERE deleted_at IS NULL AND cms_id IN (SELECT value FROM json_each(:ids))")
+
+
+def _params(article: ArticleIn, cms_id: str | None, story_id: str | None, hashed: str | None) -> dict[str, Any]:
+    cms_id = cms_id if cms_id is not None else article.id
+    return {"id": new_id(), "cms_id": cms_id, "story_id": story_id if story_id is not None else article.story_id,
+            "outlet": article.outlet, "title": article.title, "url": article.url,
+            "published_at": article.published_at, "language": article.language, "body": article.body,
+            "content_type": article.content_type, "source_hash": hashed or source_hash(article), "now": utcnow()}
 
 
 async def save_received(
@@ -249,11 +304,8 @@ async def save_received(
     :func:`source_hash`) equals the stored one keeps the stored preparation: the same article sent
     again is not prepared again. Any other becomes pending, its old text gone.
     """
-    cms_id = cms_id if cms_id is not None else article.id
-    params = {"id": new_id(), "cms_id": cms_id, "story_id": story_id if story_id is not None else article.story_id,
-              "outlet": article.outlet, "title": article.title, "url": article.url,
-              "published_at": article.published_at, "language": article.language, "body": article.body,
-              "content_type": article.content_type, "source_hash": hashed or source_hash(article), "now": utcnow()}
+    params = _params(article, cms_id, story_id, hashed)
+    cms_id = params["cms_id"]
     replaced = None
     if _dialect.dialect_name(session) == "postgresql":
         row = (await session.execute(_RECEIVE_POSTGRESQL, params)).one()
@@ -264,6 +316,73 @@ async def save_received(
         row = (await session.execute(_RECEIVE_SQLITE, params)).one()
     return Received(id=row.id, cms_id=cms_id, story_id=row.story_id, source_hash=row.source_hash,
                     preparation=Preparation(row.preparation), replaced_story_id=replaced)
+
+
+@dataclass(frozen=True)
+class Receiving:
+    """One article for :func:`save_received_many`: :func:`save_received`'s arguments."""
+
+    article: ArticleIn
+    cms_id: str | None = None
+    story_id: str | None = None
+    hashed: str | None = None
+
+
+async def save_received_many(*, session: AsyncSession, items: Sequence[Receiving]) -> list[Received]:
+    """:func:`save_received` for each item, in order: one statement for all (two on SQLite).
+
+    The same as storing them one after another. An article that comes twice (its ``cms_id`` again)
+    is stored in a second statement after the first, since one upsert cannot change a row twice.
+    """
+    params = [_params(i.article, i.cms_id, i.story_id, i.hashed) for i in items]
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}  # cms_id -> how many rounds have it already
+    for n, p in enumerate(params):
+        k = seen.get(p["cms_id"], 0) if p["cms_id"] is not None else 0
+        if p["cms_id"] is not None:
+            seen[p["cms_id"]] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(n)
+    found: list[Received | None] = [None] * len(params)
+    for members in rounds:
+        for n, received in zip(members, await _receive_round(session, [params[n] for n in members]), strict=True):
+            found[n] = received
+    return [r for r in found if r is not None]
+
+
+async def _receive_round(session: AsyncSession, params: list[dict[str, Any]]) -> list[Received]:
+    """Store articles whose cms_ids differ, in one statement; their records in the same order."""
+    when = _stored_as(session, Article.published_at)
+    replaced: dict[str | None, str | None] = {}
+    postgresql = _dialect.dialect_name(session) == "postgresql"
+    if postgresql:
+        arrays = {f: [p[f] for p in params] for f in _FIELDS}
+        arrays["published_at"] = [when(at) for at in arrays["published_at"]]
+        arrays["now"] = [when(at) for at in arrays["now"]]
+        rows = (await session.execute(_RECEIVE_MANY_POSTGRESQL, arrays)).all()
+    else:
+        if ids := [p["cms_id"] for p in params if p["cms_id"] is not None]:
+            found = await session.execute(_REPLACED_MANY_SQLITE, {"ids": json.dumps(ids)})
+            replaced = {row.cms_id: row.story_id for row in found}
+        encoded = json.dumps([[when(p[f]) if f in ("published_at", "now") else p[f] for f in _FIELDS] for p in params])
+        rows = (await session.execute(_RECEIVE_MANY_SQLITE, {"rows": encoded})).all()
+    by_cms_id = {row.cms_id: row for row in rows if row.cms_id is not None}
+    by_id = {row.id: row for row in rows}
+    records = []
+    for p in params:
+        row = by_cms_id[p["cms_id"]] if p["cms_id"] is not None else by_id[p["id"]]
+        records.append(Received(
+            id=row.id, cms_id=p["cms_id"], story_id=row.story_id, source_hash=row.source_hash,
+            preparation=Preparation(row.preparation),
+            replaced_story_id=row.replaced_story_id if postgresql else replaced.get(p["cms_id"])))
+    return records
+
+
+def _stored_as(session: AsyncSession, column: Any) -> Callable[[Any], Any]:
+    """What the column's type makes of a value for this database, as a bound parameter would be stored."""
+    dialect = session.get_bind().dialect
+    return column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
 
 
 def _pending_as(article_id: str, hashed: str | None) -> ColumnElement[bool]:

@@ -4,10 +4,10 @@
 wait its caller chose while attempts remain. Every read and write of the table is here; the
 distributed engine's SQL (``engine_jobs``) goes through these functions too.
 
-Writing: :func:`enqueue` (with coalescing on ``dedupe_key``), :func:`claim_next` (the one claim:
-the oldest due job, or one named job for the engine), :func:`heartbeat`, :func:`finish`,
-:func:`fail`, :func:`release` (a graceful stop hands a job back) and :func:`requeue` (the one way
-back for the jobs of a worker that is gone; :func:`requeue_stale` is its lock-timeout case).
+Writing: :func:`enqueue` (with coalescing on ``dedupe_key``; :func:`enqueue_many` for many at once),
+:func:`claim_next` (the one claim: the oldest due job, or one named job for the engine), :func:`heartbeat`,
+:func:`finish`, :func:`fail`, :func:`release` (a graceful stop hands a job back) and :func:`requeue` (the
+one way back for the jobs of a worker that is gone; :func:`requeue_stale` is its lock-timeout case).
 Reading: :func:`get_job`, :func:`list_jobs`, :func:`latest_by_dedupe_key`, :func:`count_queued`,
 :func:`count_running`, :func:`held_runs`.
 
@@ -27,12 +27,13 @@ commits, or vanishes, with them.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Row, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -43,11 +44,13 @@ from service.store.models import Job, JobKind, JobStatus, new_id, utcnow
 __all__ = [
     "JobKind",
     "JobRecord",
+    "JobSpec",
     "JobStatus",
     "claim_next",
     "count_queued",
     "count_running",
     "enqueue",
+    "enqueue_many",
     "fail",
     "finish",
     "get_job",
@@ -96,7 +99,7 @@ def _kind(value: str) -> JobKind | str:
         return value
 
 
-def _record(row: Job) -> JobRecord:
+def _record(row: Job | Row[Any]) -> JobRecord:
     values = {field.name: getattr(row, field.name) for field in fields(JobRecord)}
     values.update(kind=_kind(row.kind), status=JobStatus(row.status))
     return JobRecord(**values)
@@ -118,6 +121,25 @@ def _queued_again(now: datetime, run_after: datetime) -> dict[str, Any]:
             "run_after": run_after, "updated_at": now}
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for :func:`enqueue_many`: :func:`enqueue`'s arguments. ``payload`` is stored as given."""
+
+    kind: JobKind | str
+    payload: Mapping[str, Any]
+    dedupe_key: str | None = None
+    max_attempts: int = 3
+    run_after: datetime | None = None
+
+
+def _kind_of(kind: JobKind | str) -> JobKind:
+    try:
+        return JobKind(kind)
+    except ValueError:
+        known = [k.value for k in JobKind]
+        raise ValueError(f"unknown job kind {kind!r}; expected one of {known}") from None
+
+
 async def enqueue(
     *,
     session: AsyncSession,
@@ -134,38 +156,145 @@ async def enqueue(
     Only queued jobs count: once one runs, a new request queues a new job, because the running
     one may have read the data too early.
     """
-    try:
-        kind = JobKind(kind)
-    except ValueError:
-        known = [k.value for k in JobKind]
-        raise ValueError(f"unknown job kind {kind!r}; expected one of {known}") from None
-    if max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
-    now = utcnow()
-    values: dict[str, Any] = {
-        "id": new_id(),
-        "kind": kind,
-        # The trace of the request that queues it, if tracing is on: the worker continues it (service.tracing).
-        "payload": tracing.inject(payload),
-        "status": JobStatus.QUEUED,
-        "attempts": 0,
-        "max_attempts": max_attempts,
-        "run_after": run_after or now,
-        "dedupe_key": dedupe_key,
-        "created_at": now,
-        "updated_at": now,
-    }
-    columns = Job.__table__.c
-    source = select(*(literal(value, columns[name].type) for name, value in values.items()))
-    twin = select(Job).where(Job.dedupe_key == dedupe_key, Job.status == JobStatus.QUEUED)
-    if dedupe_key is not None:
-        await _dialect.lock(session, f"jobs:{dedupe_key}")
-        # Check and insert in one statement, so SQLite's write lock covers both.
-        source = source.where(~exists(twin))
-    inserted = await session.scalar(insert(Job).from_select(list(values), source).returning(Job.id))
-    if inserted is None:
-        return _record((await session.scalars(twin.order_by(Job.created_at).limit(1))).one())
-    return _record(await session.get_one(Job, inserted))
+    # The trace of the request that queues it, if tracing is on: the worker continues it (service.tracing).
+    spec = JobSpec(kind, tracing.inject(payload), dedupe_key, max_attempts, run_after)
+    (job,) = await enqueue_many(session=session, specs=[spec])
+    return job
+
+
+# Written as SQL: the intake queues jobs at hundreds a second, and building, cache-keying and running the
+# equivalent constructs (and reading each new row back through the ORM) cost several times the statement.
+# The rows travel as arrays (PostgreSQL) or as one JSON array (SQLite), so the statement's text does not
+# depend on how many there are and is prepared once. A job with a dedupe key is inserted only when no
+# queued job has that key: checked in the same statement, so SQLite's write lock covers check and insert,
+# and on PostgreSQL under the keys' advisory locks (``_dialect.lock``'s, taken in one statement below). A
+# NULL key equals no key, so a job without one is always inserted.
+#
+# Each check must find the key's few jobs through the key's index, never through the (status, run_after)
+# index, which holds every queued job: behind a backlog of thousands reading them is most of the cost, and
+# both planners take that index when their statistics are missing or stale. SQLite is told the key's index
+# (INDEXED BY; a missing index is then an error, not a slow scan). PostgreSQL has no such hint: it is
+# asked for the key's jobs first (the OFFSET 0 subquery, which the status condition cannot enter) and
+# checks their status after.
+_COLUMNS = "id, kind, payload, status, attempts, max_attempts, run_after, dedupe_key, created_at, updated_at"
+_NO_TWIN_POSTGRESQL = ("NOT EXISTS (SELECT 1 FROM (SELECT status FROM jobs WHERE dedupe_key = r.dedupe_key OFFSET 0)"
+                       " AS same_key WHERE same_key.status = 'queued')")
+_NO_TWIN_SQLITE = ("NOT EXISTS (SELECT 1 FROM jobs AS twin INDEXED BY ix_jobs_dedupe_key"
+                   " WHERE twin.dedupe_key = json_extract(value, '$[5]') AND twin.status = 'queued')")
+_ENQUEUE_POSTGRESQL = text(
+    f"INSERT INTO jobs ({_COLUMNS})"  # noqa: S608 (constants only)
+    " SELECT r.id, r.kind, CAST(r.payload AS jsonb), 'queued', 0, r.max_attempts, r.run_after, r.dedupe_key,"
+    " r.created_at, r.created_at"
+    " FROM unnest(CAST(:id AS varchar[]), CAST(:kind AS varchar[]), CAST(:payload AS text[]),"
+    " CAST(:max_attempts AS integer[]), CAST(:run_after AS timestamptz[]), CAST(:dedupe_key AS varchar[]),"
+    " CAST(:created_at AS timestamptz[])) AS r(id, kind, payload, max_attempts, run_after, dedupe_key, created_at)"
+    f" WHERE {_NO_TWIN_POSTGRESQL}"
+    " RETURNING id"
+)
+_ENQUEUE_SQLITE = text(
+    f"INSERT INTO jobs ({_COLUMNS})"  # noqa: S608 (constants only)
+    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), 'queued', 0,"
+    " json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),"
+    " json_extract(value, '$[6]'), json_extract(value, '$[6]')"
+    " FROM json_each(:rows)"
+    f" WHERE {_NO_TWIN_SQLITE}"
+    " RETURNING id"
+)
+# The oldest queued job with each of the keys (twins of the specs not inserted), typed as the table's columns.
+_ALL_COLUMNS = ", ".join(c.name for c in Job.__table__.c)
+_TWINS_POSTGRESQL = text(
+    f"SELECT {_ALL_COLUMNS} FROM (SELECT * FROM jobs WHERE dedupe_key = ANY(CAST(:keys AS varchar[])) OFFSET 0)"  # noqa: S608
+    " AS same_key WHERE status = 'queued' ORDER BY created_at"
+).columns(*Job.__table__.c)
+_TWINS_SQLITE = text(
+    f"SELECT {_ALL_COLUMNS} FROM jobs INDEXED BY ix_jobs_dedupe_key"  # noqa: S608
+    " WHERE dedupe_key IN (SELECT value FROM json_each(:keys)) AND status = 'queued' ORDER BY created_at"
+).columns(*Job.__table__.c)
+# _dialect.lock's lock for each key, in one round trip; in the order of the locks' own ids, so two
+# transactions locking overlapping keys take them in the same order.
+_LOCK_POSTGRESQL = text(
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h"
+    " FROM unnest(CAST(:names AS text[])) AS k ORDER BY h) AS keys"
+)
+
+
+async def enqueue_many(*, session: AsyncSession, specs: Sequence[JobSpec]) -> list[JobRecord]:
+    """:func:`enqueue` for each spec, in order, in three statements at most whatever their number.
+
+    The same as queueing them one after another: a spec whose dedupe key an earlier spec (or an
+    already queued job) has gets that job. Unlike :func:`enqueue`, payloads are stored as given:
+    a caller queueing for several requests injects each request's trace (``tracing.inject``).
+    """
+    rows: list[dict[str, Any]] = []
+    first: dict[str, dict[str, Any]] = {}
+    plan: list[dict[str, Any]] = []  # per spec, the row that answers for it
+    for spec in specs:
+        kind = _kind_of(spec.kind)
+        if spec.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if spec.dedupe_key is not None and spec.dedupe_key in first:
+            plan.append(first[spec.dedupe_key])
+            continue
+        now = utcnow()
+        row = {"id": new_id(), "kind": kind, "payload": spec.payload, "max_attempts": spec.max_attempts,
+               "run_after": _utc(spec.run_after or now), "dedupe_key": spec.dedupe_key, "created_at": now}
+        rows.append(row)
+        plan.append(row)
+        if spec.dedupe_key is not None:
+            first[spec.dedupe_key] = row
+    if not rows:
+        return []
+    when, payload = _stored_as(session, Job.run_after), _stored_as(session, Job.payload)
+    stored = [payload(row["payload"]) for row in rows]
+    postgresql = _dialect.dialect_name(session) == "postgresql"
+    if postgresql:
+        if first:
+            await session.execute(_LOCK_POSTGRESQL, {"names": [f"jobs:{key}" for key in first]})
+        inserted = set(await session.scalars(_ENQUEUE_POSTGRESQL, {
+            "id": [row["id"] for row in rows], "kind": [row["kind"] for row in rows], "payload": stored,
+            "max_attempts": [row["max_attempts"] for row in rows], "run_after": [row["run_after"] for row in rows],
+            "dedupe_key": [row["dedupe_key"] for row in rows], "created_at": [row["created_at"] for row in rows]}))
+    else:
+        encoded = json.dumps([[row["id"], row["kind"], as_json, row["max_attempts"], when(row["run_after"]),
+                               row["dedupe_key"], when(row["created_at"])]
+                              for row, as_json in zip(rows, stored, strict=True)])
+        inserted = set(await session.scalars(_ENQUEUE_SQLITE, {"rows": encoded}))
+    # What a read of the new rows would give (the payload as the database gives it back), without the read.
+    for row, as_json in zip(rows, stored, strict=True):
+        row["payload"] = json.loads(as_json)
+    twins: dict[str, JobRecord] = {}
+    if missing := [row["dedupe_key"] for row in rows if row["id"] not in inserted]:
+        # A queued job had the key: the oldest one stands for the spec, as it would for enqueue alone.
+        found = await session.execute(_TWINS_POSTGRESQL if postgresql else _TWINS_SQLITE,
+                                      {"keys": missing if postgresql else json.dumps(missing)})
+        for twin in found:
+            twins.setdefault(twin.dedupe_key, _record(twin))
+    made: dict[str, JobRecord] = {}
+
+    def answer(row: dict[str, Any]) -> JobRecord:
+        if row["id"] not in inserted:
+            return twins[row["dedupe_key"]]
+        if row["id"] not in made:
+            made[row["id"]] = JobRecord(
+                id=row["id"], kind=row["kind"], payload=row["payload"], status=JobStatus.QUEUED,
+                attempts=0, max_attempts=row["max_attempts"], error=None, result=None, locked_by=None,
+                locked_at=None, lock_owner=None, lock_run=None, run_after=row["run_after"],
+                dedupe_key=row["dedupe_key"], created_at=row["created_at"], updated_at=row["created_at"],
+                finished_at=None)
+        return made[row["id"]]
+
+    return [answer(row) for row in plan]
+
+
+def _utc(value: datetime) -> datetime:
+    """As ``UTCDateTime`` stores it: naive taken as UTC, aware converted."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _stored_as(session: AsyncSession, column: Any) -> Callable[[Any], Any]:
+    """What the column's type makes of a value for this database, as a bound parameter would be stored."""
+    dialect = session.get_bind().dialect
+    return column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
 
 
 async def claim_next(

@@ -10,15 +10,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from schemas import ArticleIn, ArticleView, JobAccepted
-from service.api.deps import ApiKeyDep, QueueDep, RegistryDep, SessionDep, SessionsDep, SettingsDep
-from service.api.idempotency import fingerprint, idempotent
-from service.api.intake import Batch, WriterDep, check_article
+from service.api.deps import ApiKeyDep, SessionDep
+from service.api.idempotency import HEADER, fingerprint, idempotent
+from service.api.intake import ArticleArrival, IntakeDep, check_article
 from service.api.problems import problem_responses
 from service.api.routes.params import LOCATION, REPLAYED, IdempotencyKey, Pins, Wait
-from service.api.views import ANALYZE, accepted, analyze_dedupe_key, article_view, find_article, job_url
+from service.api.views import accepted, article_view, find_article, job_url
 from service.errors import NotFoundError
 from service.store import articles
-from service.store.jobs import JobRecord
 
 router = APIRouter(prefix="/articles", tags=["articles"])
 
@@ -29,8 +28,7 @@ router = APIRouter(prefix="/articles", tags=["articles"])
                202: {"description": "Queued: poll `job_url`.", "headers": {**LOCATION, **REPLAYED}},
                **problem_responses(400, 401, 409, 413, 415, 422)},
 )
-async def submit(article: ArticleIn, request: Request, caller: ApiKeyDep, settings: SettingsDep,
-                 registry: RegistryDep, queue: QueueDep, sessions: SessionsDep, writer: WriterDep, wait: Wait = 0,
+async def submit(article: ArticleIn, request: Request, caller: ApiKeyDep, intake: IntakeDep, wait: Wait = 0,
                  prompt: Pins = [],  # noqa: B006 (FastAPI copies query defaults)
                  idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Store an article from the CMS and queue its analysis (key facts and sentiment).
@@ -41,18 +39,16 @@ async def submit(article: ArticleIn, request: Request, caller: ApiKeyDep, settin
     The text is prepared by the analysis job: an article whose markup holds no readable sentence
     is a failed job, its reason in `GET /v1/articles/{id}` (`status` failed, `error`).
     """
-    registry.resolve(prompt)  # an unknown pin is refused before anything is written
+    settings, queue, sessions = intake.settings, intake.queue, intake.sessions
+    intake.registry.resolve(prompt)  # an unknown pin is refused before anything is written
     check_article(article, max_chars=settings.max_article_chars)
-    request_hash = fingerprint(request, article.model_dump(mode="json"), prompt)
-
-    async def store(batch: Batch) -> tuple[articles.Received, JobRecord]:
-        record = await articles.save_received(session=batch.session, article=article)
-        job = await queue.submit(ANALYZE, {"article_id": record.id, "pins": prompt},
-                                 dedupe_key=analyze_dedupe_key(record, prompt), session=batch.session)
-        return record, job
+    # Only an Idempotency-Key needs the request's fingerprint (the body serialised again and hashed).
+    request_hash = fingerprint(request, article.model_dump(mode="json"), prompt) if HEADER in request.headers else ""
 
     async def handle() -> JSONResponse:
-        record, job = await writer.write(store)
+        arrived = await intake.writer.write(ArticleArrival(article, queue, settings, pins=prompt))
+        record, job = arrived.record, arrived.analysis
+        assert record is not None and job is not None  # no delivery to be a duplicate of
         # No connection is held while waiting: sixty waiting requests must not drain the pool.
         if wait:
             job = await queue.wait(job.id, wait) or job

@@ -19,14 +19,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.background import BackgroundTask
 
-from schemas.webhooks import ArticleDeleted, ArticlePublished, ArticleUpdated, WebhookAck
+from schemas.webhooks import ArticleDeleted, WebhookAck
 from service import metrics, webhooks
-from service.api.deps import QueueDep, SessionsDep, SettingsDep
-from service.api.intake import Batch, WriterDep, check_article
+from service.api.intake import ArticleArrival, Batch, IntakeDep, check_article, refresh_stories
 from service.api.problems import problem_responses
-from service.api.views import analyze_dedupe_key
-from service.jobs.queue import JobQueue
-from service.jobs.story_jobs import schedule_refresh
 from service.settings import Settings
 from service.store import articles
 from service.store import webhooks as deliveries
@@ -65,8 +61,7 @@ CONTRACT: dict[str, Any] = {
     responses=problem_responses(401, 413, 415, 422),
     openapi_extra=CONTRACT,
 )
-async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, sessions: SessionsDep,
-                    writer: WriterDep) -> JSONResponse:
+async def cms_event(request: Request, intake: IntakeDep) -> JSONResponse:
     """Take a CMS event: `article.published`, `article.updated` or `article.deleted`.
 
     Signed per Standard Webhooks (headers `webhook-id`, `webhook-timestamp`, `webhook-signature`;
@@ -76,6 +71,7 @@ async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, se
     `accepted` (analysis and story refresh queued), `duplicate` (this `webhook-id` was handled
     before; nothing done) or `ignored` (an event type this service does not act on).
     """
+    settings, sessions = intake.settings, intake.sessions
     body = await request.body()
     verified = webhooks.verify(body, request.headers, settings.webhook_secret)
     kind = webhooks.event_type(body)
@@ -85,20 +81,26 @@ async def cms_event(request: Request, settings: SettingsDep, queue: QueueDep, se
         log.info("webhook.ignored", webhook_id=verified.webhook_id, event_type=kind[:100])
         return _answer(WebhookAck(status="ignored"), sessions, settings)
     event = webhooks.parse_event(body)
-    if not isinstance(event, ArticleDeleted):
+    if isinstance(event, ArticleDeleted):
+        async def delete(batch: Batch) -> WebhookAck:
+            if not await deliveries.record_delivery(session=batch.session, webhook_id=verified.webhook_id,
+                                                    event_type=event.type):
+                return WebhookAck(status="duplicate")
+            return await _delete(batch, settings, event)
+
+        ack = await intake.writer.write(delete)
+    else:
         # Before the transaction, so an article refused (413/422) writes nothing; no preparing here.
         check_article(event.data, max_chars=settings.max_article_chars)
-
-    async def store(batch: Batch) -> WebhookAck:
-        fresh = await deliveries.record_delivery(session=batch.session, webhook_id=verified.webhook_id,
-                                                 event_type=event.type)
-        if not fresh:
-            return WebhookAck(status="duplicate")
-        if isinstance(event, ArticleDeleted):
-            return await _delete(batch, settings, event)
-        return await _save(batch, queue, settings, event)
-
-    ack = await writer.write(store)
+        # Inserted or updated by the CMS id (either event type may come first), analysed, its story refreshed.
+        # An article moved to another story leaves its old one, whose digest must drop it too.
+        arrived = await intake.writer.write(ArticleArrival(
+            event.data, intake.queue, settings, delivery=(verified.webhook_id, event.type), refresh=True))
+        if not arrived.fresh or arrived.record is None or arrived.analysis is None:
+            ack = WebhookAck(status="duplicate")
+        else:
+            ack = WebhookAck(status="accepted", article_id=arrived.record.id,
+                             job_ids=[arrived.analysis.id, *arrived.refreshes])
     metrics.WEBHOOK_EVENTS.labels(type=event.type, outcome=ack.status).inc()
     log.info("webhook.received", webhook_id=verified.webhook_id, event_type=event.type, status=ack.status,
              article_id=ack.article_id, jobs=len(ack.job_ids))
@@ -111,36 +113,12 @@ def _answer(ack: WebhookAck, sessions: async_sessionmaker[AsyncSession], setting
     return JSONResponse(ack.model_dump(mode="json"), status_code=202, background=purge)
 
 
-async def _refresh(batch: Batch, settings: Settings, story_ids: set[str | None]) -> list[str]:
-    """Each story's debounced refresh; one already queued by an earlier event of the batch is joined as is
-    (within the batch's transaction, ``schedule_refresh`` would return that same queued job)."""
-    ids = []
-    for story in sorted(s for s in story_ids if s):
-        key = ("refresh", story)
-        if key not in batch.memo:
-            batch.memo[key] = (await schedule_refresh(session=batch.session, story_id=story, settings=settings)).id
-        ids.append(batch.memo[key])
-    return ids
-
-
-async def _save(batch: Batch, queue: JobQueue, settings: Settings,
-                event: ArticlePublished | ArticleUpdated) -> WebhookAck:
-    """Insert or update by the CMS id (either event type may come first), analyse, refresh its story."""
-    record = await articles.save_received(session=batch.session, article=event.data, cms_id=event.data.id,
-                                          story_id=event.data.story_id)
-    analysis = await queue.submit("analyze_article", {"article_id": record.id, "pins": []},
-                                  dedupe_key=analyze_dedupe_key(record, []), session=batch.session)
-    # An article moved to another story leaves its old one, whose digest must drop it too.
-    refreshes = await _refresh(batch, settings, {record.story_id, record.replaced_story_id})
-    return WebhookAck(status="accepted", article_id=record.id, job_ids=[analysis.id, *refreshes])
-
-
 async def _delete(batch: Batch, settings: Settings, event: ArticleDeleted) -> WebhookAck:
     """Soft-delete: the article leaves its story, whose digest is rebuilt without it."""
     record = await articles.get_article_by_cms_id(session=batch.session, cms_id=event.data.id)
     if record is None or not await articles.mark_deleted(session=batch.session, article_id=record.id):
         # Unknown or already deleted: acknowledged, nothing changes (a sender may repeat itself).
         return WebhookAck(status="accepted", article_id=record.id if record is not None else None)
-    refreshes = await _refresh(batch, settings, {record.story_id, event.data.story_id})
+    refreshes = await refresh_stories(batch, settings, {record.story_id, event.data.story_id})
     return WebhookAck(status="accepted", article_id=record.id, job_ids=refreshes)
 
