@@ -188,6 +188,16 @@ async def wait_for_analyses(db_file: Path, expected: int, timeout: float) -> flo
     raise RuntimeError(f"analyses not finished after {timeout} s: {jobs_by_kind(db_file)}")
 
 
+async def wait_until_idle(db_file: Path, timeout: float) -> None:
+    """Until no job is queued or running (the story refreshes and digests after the analyses)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if not any(status in ("queued", "running") for (_, status) in jobs_by_kind(db_file)):
+            return
+        await asyncio.sleep(0.25)
+    raise RuntimeError(f"jobs still queued or running after {timeout} s: {jobs_by_kind(db_file)}")
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stub, stub_port = latency_stub.spawn("--delay", str(DELAY_S))
     tmp = Path(tempfile.mkdtemp(prefix="newsdigest-load-"))
@@ -204,6 +214,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             calls_before = len(stub_stats(stub_port))
             accepted = await burst(client, args.events, args.concurrency, args.stories, offset=0)
             drained_s = await wait_for_analyses(db_file, args.requests + args.events, timeout=600)
+            # The story refreshes the burst queued run a little later (story_refresh_delay_s): the replay
+            # must start after them, or their digests would be counted as the replay's.
+            await wait_until_idle(db_file, timeout=120)
             await asyncio.sleep(1.0)  # a job that would run twice would show up now
             calls = stub_stats(stub_port)[calls_before:]
             per_article = Counter((c["prompt"], c["first_line"]) for c in calls if "Digest" not in c["prompt"])
