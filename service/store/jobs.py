@@ -174,8 +174,8 @@ async def enqueue(
 # index, which holds every queued job: behind a backlog of thousands reading them is most of the cost, and
 # both planners take that index when their statistics are missing or stale. SQLite is told the key's index
 # (INDEXED BY; a missing index is then an error, not a slow scan). PostgreSQL has no such hint: it is
-# asked for the key's jobs first (the OFFSET 0 subquery, which the status condition cannot enter) and
-# checks their status after.
+# asked for each key's jobs first (an OFFSET 0 subquery, which the status condition cannot enter, so the
+# key's index is the only one that applies) and their status is checked after. Same for the twins below.
 _COLUMNS = "id, kind, payload, status, attempts, max_attempts, run_after, dedupe_key, created_at, updated_at"
 _NO_TWIN_POSTGRESQL = ("NOT EXISTS (SELECT 1 FROM (SELECT status FROM jobs WHERE dedupe_key = r.dedupe_key OFFSET 0)"
                        " AS same_key WHERE same_key.status = 'queued')")
@@ -203,8 +203,10 @@ _ENQUEUE_SQLITE = text(
 # The oldest queued job with each of the keys (twins of the specs not inserted), typed as the table's columns.
 _ALL_COLUMNS = ", ".join(c.name for c in Job.__table__.c)
 _TWINS_POSTGRESQL = text(
-    f"SELECT {_ALL_COLUMNS} FROM (SELECT * FROM jobs WHERE dedupe_key = ANY(CAST(:keys AS varchar[])) OFFSET 0)"  # noqa: S608
-    " AS same_key WHERE status = 'queued' ORDER BY created_at"
+    f"SELECT {', '.join(f'same_key.{c.name}' for c in Job.__table__.c)}"  # noqa: S608
+    " FROM unnest(CAST(:keys AS varchar[])) AS k(key),"
+    " LATERAL (SELECT * FROM jobs WHERE dedupe_key = k.key OFFSET 0) AS same_key"
+    " WHERE same_key.status = 'queued' ORDER BY same_key.created_at"
 ).columns(*Job.__table__.c)
 _TWINS_SQLITE = text(
     f"SELECT {_ALL_COLUMNS} FROM jobs INDEXED BY ix_jobs_dedupe_key"  # noqa: S608
