@@ -100,7 +100,7 @@ def serve(database_url: str, port: int) -> None:
     app.add_api_route(LAG_ROUTE, lag_route, methods=["GET"], include_in_schema=False)
 
     async def main() -> None:
-        # As `newsdigest serve` runs it (service/cli.py): its h11 protocol, no access log.
+        # As `newsdigest serve` runs it (service/cli/serve.py): its h11 protocol, no access log.
         config = uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning",
                                 lifespan="on", http=ProblemH11Protocol)
         server = uvicorn.Server(config)

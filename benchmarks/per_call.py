@@ -43,7 +43,7 @@ from service.pipeline.extract import extract_facts, prompt_context
 from service.pipeline.text import prepare
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from tests import fake_openai as latency_stub  # its computed answers after a fixed delay
+from tests import fake_openai
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = 200
@@ -80,7 +80,7 @@ async def _timed(call: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
 
 
 async def run(calls: int = CALLS) -> dict[str, Any]:
-    stub, port = latency_stub.spawn("--delay", "0")
+    stub, port = fake_openai.spawn("--delay", "0")
     try:
         return await _measure(port, calls)
     finally:  # whatever failed, the stub does not outlive the run

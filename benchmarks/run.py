@@ -54,7 +54,7 @@ from service.pipeline.story import StoryOptions, digest_story, prepare_all
 from service.pipeline.text import prepare
 from service.prompts import Prompt, PromptRegistry
 from service.settings import Settings
-from tests import fake_openai as latency_stub  # its computed answers after a fixed delay
+from tests import fake_openai
 from tests.fake_openai import prompt_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -436,7 +436,7 @@ async def main() -> None:
         ("20 articles", synthetic_story(20)),
         ("20 articles, 5 re-asked", synthetic_story(20, reasked=5)),
     ]
-    proc, port = latency_stub.spawn("--delay", str(DELAY_S), "--reask-marker", REASK_MARKER)
+    proc, port = fake_openai.spawn("--delay", str(DELAY_S), "--reask-marker", REASK_MARKER)
     started = time.monotonic()
     runs = []
     try:

@@ -35,7 +35,7 @@ from schemas import ArticleIn
 from service.pipeline.text import prepare
 from service.store import articles, db, jobs
 from service.store.models import Job
-from tests import fake_openai as latency_stub  # its computed answers after a fixed delay
+from tests import fake_openai
 
 NEWSDIGEST = Path(sys.executable).with_name("newsdigest")
 
@@ -69,7 +69,7 @@ def _article(n: int) -> ArticleIn:
 
 
 def _start_stub(delay: float) -> tuple[subprocess.Popen[str], str]:
-    stub, port = latency_stub.spawn("--delay", str(delay), "--facts", "2")
+    stub, port = fake_openai.spawn("--delay", str(delay), "--facts", "2")
     return stub, f"http://127.0.0.1:{port}/v1"
 
 

@@ -41,7 +41,7 @@ import httpx
 import structlog
 from standardwebhooks.webhooks import Webhook
 
-from tests import fake_openai as latency_stub  # its computed answers after a fixed delay
+from tests import fake_openai
 
 ROOT = Path(__file__).resolve().parent.parent
 NEWSDIGEST = Path(sys.executable).with_name("newsdigest")
@@ -199,7 +199,7 @@ async def wait_until_idle(db_file: Path, timeout: float) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    stub, stub_port = latency_stub.spawn("--delay", str(DELAY_S))
+    stub, stub_port = fake_openai.spawn("--delay", str(DELAY_S))
     tmp = Path(tempfile.mkdtemp(prefix="newsdigest-load-"))
     db_file = tmp / "load.db"
     service, base = start_service(f"sqlite+aiosqlite:///{db_file}", stub_port, tmp / "serve.log")
