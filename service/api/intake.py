@@ -34,7 +34,6 @@ import contextvars
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
 import structlog
@@ -46,14 +45,13 @@ from service import tracing
 from service.api.views import ANALYZE, analyze_dedupe_key
 from service.errors import ArticleTooLargeError, EmptyArticleError
 from service.jobs.queue import JobQueue
-from service.jobs.story_jobs import refresh_key, schedule_refresh
+from service.jobs.story_jobs import refresh_spec, schedule_refresh
 from service.prompts import PromptRegistry
 from service.settings import Settings
-from service.store import articles, jobs
+from service.store import articles
 from service.store import webhooks as deliveries
 from service.store.articles import Received, Receiving
-from service.store.jobs import JobKind, JobRecord, JobSpec
-from service.store.models import utcnow
+from service.store.jobs import JobRecord, JobSpec
 
 log = structlog.get_logger(__name__)
 
@@ -228,9 +226,8 @@ class ArticleArrival:
         """What calling each arrival in turn would write and return, in one statement per table.
 
         Each job's payload carries the trace of its own request (``contexts``). The jobs' advisory
-        locks are all taken by one statement, in one order (``enqueue_many``); then the first analysis
-        job is submitted again through the queue, which finds it queued and, as for any job it is
-        given, wakes this process's worker once the batch has committed.
+        locks are all taken by one statement, in one order (``enqueue_many``, through the queue, which
+        wakes this process's worker once the batch has committed).
         """
         session = batch.session
         fresh = [True] * len(arrivals)
@@ -261,29 +258,17 @@ class ArticleArrival:
                 refreshed[n] = stories
                 for story in stories:
                     if ("refresh", story) not in batch.memo:  # else joined as is, as refresh_stories does
-                        specs.append(_refresh_spec(arrival.settings, story, context))
+                        specs.append(context.run(refresh_spec, story, arrival.settings))
                         owners.append((n, story))
-        queued = await jobs.enqueue_many(session=session, specs=specs)
+        queued = await arrivals[todo[0]].queue.submit_many(specs, session=session)
         for (n, refreshing), job in zip(owners, queued, strict=True):
             if refreshing is None:
                 analyses[n] = job
             else:
                 batch.memo.setdefault(("refresh", refreshing), job.id)
-        first = todo[0]
-        lead, record = arrivals[first], records[first]
-        await asyncio.get_running_loop().create_task(lead.queue.submit(
-            ANALYZE, {"article_id": record.id, "pins": lead.pins}, dedupe_key=analyze_dedupe_key(record, lead.pins),
-            session=session), context=contexts[first])
         return [Arrived(fresh=True, record=records[n], analysis=analyses[n],
                         refreshes=[batch.memo[("refresh", s)] for s in refreshed.get(n, [])])
                 if fresh[n] else Arrived(fresh=False) for n in range(len(arrivals))]
-
-
-def _refresh_spec(settings: Settings, story_id: str, context: contextvars.Context) -> JobSpec:
-    """The job ``schedule_refresh`` queues for the story, in the request's context (its trace)."""
-    return JobSpec(JobKind.REFRESH_STORY, context.run(tracing.inject, {"story_id": story_id}),
-                   dedupe_key=refresh_key(story_id), max_attempts=settings.job_max_attempts,
-                   run_after=utcnow() + timedelta(seconds=settings.story_refresh_delay_s))
 
 
 async def refresh_stories(batch: Batch, settings: Settings, story_ids: set[str | None]) -> list[str]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.store import jobs
-from service.store.jobs import JobKind, JobRecord
+from service.store.jobs import JobKind, JobRecord, JobSpec
 
 # Waiters re-read the database at least this often: a job may finish in another process.
 _WAIT_POLL_S = 0.25
@@ -29,6 +30,10 @@ class JobQueue(Protocol):
                      session: AsyncSession | None = None) -> JobRecord:
         """Queue a job of ``kind`` (a :class:`JobKind`, or its value). With ``session`` it joins the
         caller's transaction and runs once that commits."""
+        ...
+
+    async def submit_many(self, specs: Sequence[JobSpec], *, session: AsyncSession) -> list[JobRecord]:
+        """``submit`` for each spec, in order, in the caller's transaction and in a few statements."""
         ...
 
     async def get(self, job_id: str) -> JobRecord | None: ...
@@ -57,9 +62,17 @@ class DatabaseJobQueue:
             return job
         job = await jobs.enqueue(session=session, kind=kind, payload=payload, dedupe_key=dedupe_key,
                                  max_attempts=self._max_attempts)
+        self._wake_after_commit(session)
+        return job
+
+    async def submit_many(self, specs: Sequence[JobSpec], *, session: AsyncSession) -> list[JobRecord]:
+        queued = await jobs.enqueue_many(session=session, specs=specs)
+        self._wake_after_commit(session)
+        return queued
+
+    def _wake_after_commit(self, session: AsyncSession) -> None:
         # Waking the worker before the commit would only let it find nothing and go back to sleep.
         event.listen(session.sync_session, "after_commit", lambda _: self._submitted.set(), once=True)
-        return job
 
     async def get(self, job_id: str) -> JobRecord | None:
         async with self._sessions() as session:

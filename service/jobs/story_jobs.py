@@ -34,7 +34,7 @@ from service.jobs import tasks
 from service.jobs.context import JobContext, Payload, Result
 from service.settings import Settings
 from service.store import articles, digests, jobs, stories
-from service.store.jobs import JobKind, JobRecord
+from service.store.jobs import JobKind, JobRecord, JobSpec
 from service.store.models import new_id, utcnow
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,13 @@ log = structlog.get_logger(__name__)
 
 def refresh_key(story_id: str) -> str:
     return f"refresh:{story_id}"
+
+
+def refresh_spec(story_id: str, settings: Settings, *, delay_s: float | None = None) -> JobSpec:
+    """The story's refresh job, to start after the debounce delay, carrying the current trace."""
+    delay = settings.story_refresh_delay_s if delay_s is None else delay_s
+    return JobSpec(JobKind.REFRESH_STORY, tracing.inject({"story_id": story_id}), dedupe_key=refresh_key(story_id),
+                   max_attempts=settings.job_max_attempts, run_after=utcnow() + timedelta(seconds=delay))
 
 
 async def schedule_refresh(
@@ -52,15 +59,8 @@ async def schedule_refresh(
     The delay (``story_refresh_delay_s``) is the debounce: a queued refresh keeps its start time,
     so the events of a burst that arrive within it are all read by one build.
     """
-    delay = settings.story_refresh_delay_s if delay_s is None else delay_s
-    return await jobs.enqueue(
-        session=session,
-        kind=JobKind.REFRESH_STORY,
-        payload=tracing.inject({"story_id": story_id}),
-        dedupe_key=refresh_key(story_id),
-        max_attempts=settings.job_max_attempts,
-        run_after=utcnow() + timedelta(seconds=delay),
-    )
+    (job,) = await jobs.enqueue_many(session=session, specs=[refresh_spec(story_id, settings, delay_s=delay_s)])
+    return job
 
 
 async def refresh_story(ctx: JobContext, payload: Payload) -> Result:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+pytestmark = pytest.mark.skipif(shutil.which("make") is None,
+                                reason="these tests run the Makefile's targets, and GNU make is not installed")
 
 
 def dry_run(target: str, tmp_path: Path) -> str:
